@@ -170,7 +170,8 @@ def test_optimizer_weight_decay_groups():
   cfg = config_lib.optimizer_config("dp_mlp", "finetune")
   from decoupled_jax.training.optimizer import decay_group
   assert decay_group("encoder/rgb/conv/kernel", cfg) == "encoder"
-  assert decay_group("backbone/block_0/linear1/bias", cfg) == "no_decay"
+  assert decay_group("backbone/block_0/linear1/bias", cfg, (r"(^|/)bias$",)) == "no_decay"
+  assert decay_group("backbone/block_0/linear1/bias", cfg) == "decay"
   assert decay_group("backbone/block_0/linear1/kernel", cfg) == "decay"
 
 

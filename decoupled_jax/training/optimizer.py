@@ -1,15 +1,16 @@
 """AdamW with the reference's weight-decay groups and LR schedule (spec §5).
 
 The optimizer only ever sees the *trainable* leaves (a flat path -> array dict), so it holds
-no state for frozen leaves. Leaves are sorted into three groups by path regexes from the
-config: encoder leaves get `encoder_weight_decay`, backbone leaves matching
-`no_decay_patterns` (biases, norms, position embeddings, modulation layers, depending on the
-backbone) get none, the rest get `weight_decay`.
+no state for frozen leaves. Leaves are sorted into three groups by path: encoder leaves get
+`encoder_weight_decay`; backbone leaves matching the backbone's own
+`NO_WEIGHT_DECAY_PATTERNS` (regexes over backbone-relative paths: biases, norms, position
+embeddings, modulation layers, depending on the architecture) or the config's extra
+`no_decay_patterns` (regexes over full paths) get none; the rest get `weight_decay`.
 """
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import optax
 
@@ -26,22 +27,26 @@ def lr_schedule(config, total_steps: int) -> optax.Schedule:
       decay_steps=max(total_steps, warmup + 1), end_value=0.0)
 
 
-def decay_group(path: str, config) -> str:
+def decay_group(path: str, config, backbone_no_decay: Sequence[str] = ()) -> str:
   if path.startswith("encoder/"):
     return "encoder"
-  if any(re.search(p, path) for p in config.no_decay_patterns):
+  rel = path[len("backbone/"):] if path.startswith("backbone/") else None
+  if rel is not None and any(re.search(p, rel) for p in backbone_no_decay):
+    return "no_decay"
+  if any(re.search(p, path) for p in config.get("no_decay_patterns", ())):
     return "no_decay"
   return "decay"
 
 
-def make_optimizer(config, trainable: Mapping[str, object], total_steps: int):
+def make_optimizer(config, trainable: Mapping[str, object], total_steps: int,
+                   backbone_no_decay: Sequence[str] = ()):
   """Returns (optax transform over the flat trainable dict, lr schedule)."""
   schedule = lr_schedule(config, total_steps)
 
   def adamw(wd):
     return optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=wd)
 
-  labels = {path: decay_group(path, config) for path in trainable}
+  labels = {path: decay_group(path, config, backbone_no_decay) for path in trainable}
   transforms = {"decay": adamw(config.weight_decay),
                 "encoder": adamw(config.encoder_weight_decay),
                 "no_decay": adamw(0.0)}

@@ -47,7 +47,7 @@ def count(tree) -> int:
 
 
 def build_initial_state(config, policy: Policy, example_obs, action_shape,
-                        conditioning_patterns, total_steps: int):
+                        conditioning_patterns, total_steps: int, backbone_no_decay=()):
   """Initial params (+ stage-1 load), the frozen set, the optimizer and the TrainState."""
   rng = jax.random.PRNGKey(config.seed)
   params = init_policy(policy, jax.random.fold_in(rng, 0), example_obs, action_shape)
@@ -67,12 +67,13 @@ def build_initial_state(config, policy: Policy, example_obs, action_shape,
     log.warning("freeze.mode='backbone' without freeze.init_from: the *random* backbone is "
                 "frozen (the random_frozen control of spec §1.3)")
   trainable, _ = partition.split(params, frozen)
-  tx, schedule = opt_lib.make_optimizer(config.optimizer, trainable, total_steps)
+  tx, schedule = opt_lib.make_optimizer(config.optimizer, trainable, total_steps,
+                                       backbone_no_decay)
   return create_train_state(params, frozen, tx), tx, schedule
 
 
 def train(config, workdir: str, *, policy: Policy, head, example_obs, action_shape,
-          conditioning_patterns, meta: dict,
+          conditioning_patterns, meta: dict, backbone_no_decay=(),
           host_batches: Optional[Callable[[int], Iterator[dict]]] = None,
           device_batch_fn: Optional[Callable[[jax.Array], dict]] = None,
           eval_fn: Optional[Callable[[Any, int], dict]] = None,
@@ -93,7 +94,7 @@ def train(config, workdir: str, *, policy: Policy, head, example_obs, action_sha
   sharding.check_batch_size(int(config.train.batch_size), mesh)
 
   state, tx, schedule = build_initial_state(config, policy, example_obs, action_shape,
-                                            conditioning_patterns, total_steps)
+                                            conditioning_patterns, total_steps, backbone_no_decay)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        max_to_keep=config.train.get("max_checkpoints", 2))
   latest = checkpointer.latest_step()

@@ -1,0 +1,341 @@
+"""On-device stage-1 data: random smooth Panda joint trajectories and their FK poses.
+
+`make_fk_window_sampler(config)` returns a sampler; `sampler(rng, batch_size)` gives
+`cond (B, H, Dc)` and `target (B, H, 10)` over the SAME H frames at `fps` (20 Hz), like the
+demo windows of spec §1.1 (condition frames t-H+1..t, target frames t-H+1..t). Everything is
+a pure function of the rng and the model arrays, so `sampler.sample_pure(rng, sampler.params, B)`
+can be called inside a jitted train step (no host round-trip).
+
+Target = [pos(3), rot6d(6), gripper_cmd(1)]: the end-effector pose of `panda.py` (robosuite
+world frame; position = `robot0_eef_pos`, orientation = the grip site's = the absolute-action
+frame by default, `site='hand'` for the `robot0_eef_quat` body orientation), rot6d =
+first two rows of the rotation matrix (`decoupled_jax.data.rotation`), gripper = +-1.
+Condition (`signal`, spec §1.3): 'jp' = joints(7) + gripper_cmd -> 8-D; 'eepose' = the target
+itself -> 10-D; 'none' = zeros -> 8-D.
+
+Joint trajectories (per sample)
+  * Via-points q_0..q_K (K = `num_segments`, at least enough to cover the window).
+    Mixture over samples: with probability `p_workspace` all via-points are drawn from a
+    normal around robosuite's home pose `INIT_QPOS` = [0, pi/16, 0, -pi/2-pi/3, 0, pi-0.2, pi/4]
+    with per-joint std `workspace_std` (wide: 0.4-0.8 rad), truncated to the joint limits
+    (minus `limit_margin`); otherwise uniformly within the limits (the v1 FK dataset's choice).
+    The first component covers the configurations table-top manipulation visits (gripper
+    pointing down in front of the robot), the second keeps the whole joint space covered.
+  * Segments are rest-to-rest minimum-jerk: q(t) = q_k + (q_{k+1} - q_k) s(tau),
+    s = 10 tau^3 - 15 tau^4 + 6 tau^5. Each segment's duration is the largest of
+    `min_segment_s`, the time that keeps the peak joint velocity (1.875 |dq| / T) under
+    `speed * vel_margin * VELOCITY_LIMITS` (Franka: 2.175 rad/s joints 1-4, 2.61 rad/s joints 5-7)
+    and the time that keeps the peak acceleration (5.774 |dq| / T^2) under
+    `vel_margin * ACCELERATION_LIMITS`; `speed` ~ U(`speed_range`) per segment gives slow and fast
+    motions. Min-jerk segments are monotone, so positions stay between via-points, hence
+    inside the joint limits.
+  * The window starts uniformly in [0, total_duration - (H-1)/fps].
+  * Gripper command: +-1 (robosuite: -1 open, +1 close); the first frame is +1 with
+    probability `p_close`, then the command flips at each frame with probability
+    `gripper_switch_prob`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from decoupled_jax.kinematics import panda
+
+SIGNALS = ("jp", "eepose", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FKWindowConfig:
+  horizon: int = 16
+  fps: float = 20.0
+  signal: str = "jp"                         # 'jp' | 'eepose' | 'none'
+  site: str = "grip_site"                    # 'grip_site' (action frame) | 'hand' (eef_quat)
+  fk_backend: str = "tree"                   # 'tree' (plain JAX over the MJCF tree) | 'mjx'
+  p_workspace: float = 0.7
+  workspace_std: tuple = (0.5, 0.4, 0.5, 0.4, 0.6, 0.4, 0.8)
+  limit_margin: float = 0.01                 # rad kept away from each joint limit
+  num_segments: int = 0                      # 0: ceil(window / min_segment_s) + 1
+  min_segment_s: float = 0.4
+  speed_range: tuple = (0.15, 1.0)           # fraction of the velocity limits per segment
+  vel_margin: float = 0.9                    # applied to velocity and acceleration limits
+  gripper_switch_prob: float = 0.05
+  p_close: float = 0.5
+
+  def __post_init__(self):
+    if self.signal not in SIGNALS:
+      raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
+    if self.site not in panda.SITE_NAMES:
+      raise ValueError(f"site must be one of {panda.SITE_NAMES}, got {self.site!r}")
+    if self.fk_backend not in ("tree", "mjx"):
+      raise ValueError(f"fk_backend must be 'tree' or 'mjx', got {self.fk_backend!r}")
+    if self.horizon < 1:
+      raise ValueError("horizon must be >= 1")
+    object.__setattr__(self, "workspace_std", tuple(float(v) for v in self.workspace_std))
+    object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
+
+  @property
+  def segments(self) -> int:
+    if self.num_segments:
+      return self.num_segments
+    window = (self.horizon - 1) / self.fps
+    return int(math.ceil(window / self.min_segment_s)) + 1
+
+  @property
+  def cond_dim(self) -> int:
+    return 10 if self.signal == "eepose" else 8
+
+  @classmethod
+  def from_any(cls, config) -> "FKWindowConfig":
+    if config is None:
+      return cls()
+    if isinstance(config, cls):
+      return config
+    d = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise ValueError(f"unknown FKWindowConfig keys: {sorted(unknown)}")
+    return cls(**d)
+
+
+def _limits(info: panda.PandaInfo, cfg: FKWindowConfig):
+  lo = jnp.asarray(info.joint_lower + cfg.limit_margin, jnp.float32)
+  hi = jnp.asarray(info.joint_upper - cfg.limit_margin, jnp.float32)
+  return lo, hi
+
+
+def _truncated_normal(u, lo, hi):
+  """Inverse-CDF standard normal truncated to [lo, hi] from uniforms u in [0, 1)."""
+  cdf = lambda x: 0.5 * jax.scipy.special.erfc(-x / np.sqrt(2.0))
+  p = cdf(lo) + u * (cdf(hi) - cdf(lo))
+  return jnp.clip(jax.scipy.special.ndtri(jnp.clip(p, 1e-7, 1 - 1e-7)), lo, hi)
+
+
+def _sample_via_points(u_norm, u_unif, u_comp, cfg: FKWindowConfig, info: panda.PandaInfo):
+  """Via-points (B, K+1, 7) from uniforms u_norm, u_unif (B, K+1, 7) and u_comp (B,)."""
+  lo, hi = _limits(info, cfg)
+  mu = jnp.asarray(np.clip(info.init_qpos, info.joint_lower + cfg.limit_margin,
+                           info.joint_upper - cfg.limit_margin), jnp.float32)
+  std = jnp.asarray(cfg.workspace_std, jnp.float32)
+  near_home = mu + std * _truncated_normal(u_norm, (lo - mu) / std, (hi - mu) / std)
+  uniform = lo + (hi - lo) * u_unif
+  use_ws = (u_comp < cfg.p_workspace)[:, None, None]
+  return jnp.clip(jnp.where(use_ws, near_home, uniform), lo, hi)
+
+
+def _min_jerk(tau):
+  return tau ** 3 * (10.0 + tau * (-15.0 + 6.0 * tau))
+
+
+def sample_joint_windows(rng, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int):
+  """Joint windows (B, H, 7) and gripper commands (B, H) [pure; jit with static cfg/B]."""
+  # All randomness comes from ONE 2-D uniform draw: XLA:CPU compiles threefry for a 2-D shape
+  # in well under a second but takes seconds per call for several (or 3-D) draws.
+  k, h = cfg.segments, cfg.horizon
+  sizes = [(k + 1) * 7, (k + 1) * 7, 1, k, 1, 1, h]
+  u = jax.random.uniform(rng, (batch_size, sum(sizes)), jnp.float32)
+  u_norm, u_unif, u_comp, u_speed, u_start, u_g0, u_flip = jnp.split(
+      u, np.cumsum(sizes)[:-1], axis=1)
+  via = _sample_via_points(u_norm.reshape(batch_size, k + 1, 7),
+                           u_unif.reshape(batch_size, k + 1, 7), u_comp[:, 0], cfg, info)
+  dq = jnp.abs(via[:, 1:] - via[:, :-1])                                   # (B, K, 7)
+  vmax = jnp.asarray(info.velocity_limits * cfg.vel_margin, jnp.float32)
+  amax = jnp.asarray(info.acceleration_limits * cfg.vel_margin, jnp.float32)
+  s_lo, s_hi = cfg.speed_range
+  speed = (s_lo + (s_hi - s_lo) * u_speed)[..., None]                     # (B, K, 1)
+  t_vel = 1.875 * dq / (speed * vmax)
+  t_acc = jnp.sqrt(5.7735027 * dq / amax)
+  durations = jnp.maximum(cfg.min_segment_s, jnp.max(jnp.maximum(t_vel, t_acc), axis=-1))  # (B, K)
+  ends = jnp.cumsum(durations, axis=-1)
+  starts = ends - durations
+  window = (cfg.horizon - 1) / cfg.fps
+  t0 = u_start * jnp.maximum(ends[:, -1:] - window, 0.0)
+  t = t0 + jnp.arange(cfg.horizon, dtype=jnp.float32) / cfg.fps            # (B, H)
+  seg = jnp.sum(t[:, :, None] >= ends[:, None, :], axis=-1)               # searchsorted, right
+  seg = jnp.clip(seg, 0, k - 1)
+  take = lambda a: jnp.take_along_axis(a, seg, axis=1)
+  tau = jnp.clip((t - take(starts)) / take(durations), 0.0, 1.0)
+  q_a = jnp.take_along_axis(via, seg[..., None], axis=1)
+  q_b = jnp.take_along_axis(via, seg[..., None] + 1, axis=1)
+  qpos = q_a + (q_b - q_a) * _min_jerk(tau)[..., None]
+  g0 = jnp.where(u_g0 < cfg.p_close, 1.0, -1.0)
+  flips = (u_flip < cfg.gripper_switch_prob).at[:, 0].set(False)
+  parity = jnp.cumsum(flips.astype(jnp.int32), axis=1) % 2
+  gripper = g0 * (1.0 - 2.0 * parity.astype(jnp.float32))
+  return qpos, gripper
+
+
+def fk_pose(params, qpos, cfg: FKWindowConfig):
+  """(..., 7) joints -> pos (..., 3), rotation matrix (..., 3, 3) with the configured backend."""
+  flat = qpos.reshape(-1, 7)   # 2-D batches compile faster on XLA:CPU than 3-D ones
+  if cfg.fk_backend == "mjx":
+    pos, mat = panda.fk_mjx_matrix(params, flat, cfg.site)
+  else:
+    pos, mat = panda.fk_tree_matrix(params, flat, cfg.site)
+  return pos.reshape(qpos.shape[:-1] + (3,)), mat.reshape(qpos.shape[:-1] + (3, 3))
+
+
+def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int,
+                      return_joints: bool = False):
+  """The pure sampler: `cond (B, H, Dc)`, `target (B, H, 10)` (+ qpos, gripper if asked).
+
+  params: `panda.kinematics_tree(model)` ('tree') or `mjx.put_model(model)` ('mjx'); pass it
+  as a jit argument. cfg, info, batch_size are static.
+  """
+  qpos, gripper = sample_joint_windows(rng, cfg, info, batch_size)
+  pos, mat = fk_pose(params, qpos, cfg)
+  rot6d = mat[..., :2, :].reshape(mat.shape[:-2] + (6,))
+  target = jnp.concatenate([pos, rot6d, gripper[..., None]], axis=-1).astype(jnp.float32)
+  if cfg.signal == "jp":
+    cond = jnp.concatenate([qpos, gripper[..., None]], axis=-1)
+  elif cfg.signal == "eepose":
+    cond = target
+  else:
+    cond = jnp.zeros(qpos.shape[:-1] + (8,), jnp.float32)
+  if return_joints:
+    return cond, target, qpos, gripper
+  return cond, target
+
+
+@dataclasses.dataclass
+class FKWindowSampler:
+  """`sampler(rng, batch_size) -> (cond, target)`, jitted, model arrays passed as arguments.
+
+  Inside your own jitted step call `sampler.sample_pure(rng, params, batch_size)` with
+  `params = sampler.params` passed into the step (or closed over: for the 'tree' backend they
+  are a few hundred floats).
+  """
+  config: FKWindowConfig
+  info: panda.PandaInfo
+  params: Any
+  mj_model: Any
+
+  def __post_init__(self):
+    # One compiled program per batch size: it always returns (cond, target, qpos, gripper).
+    self._jitted = jax.jit(lambda rng, params, b: self.sample_pure(rng, params, b, True),
+                           static_argnums=2)
+
+  @property
+  def cond_dim(self) -> int:
+    return self.config.cond_dim
+
+  target_dim = 10
+
+  def sample_pure(self, rng, params, batch_size: int, return_joints: bool = False):
+    return sample_fk_windows(rng, params, self.config, self.info, batch_size, return_joints)
+
+  def __call__(self, rng, batch_size: int, return_joints: bool = False):
+    out = self._jitted(rng, self.params, batch_size)
+    return out if return_joints else out[:2]
+
+
+def make_fk_window_sampler(config=None) -> FKWindowSampler:
+  """Builds the Panda model and a jitted window sampler. `config`: FKWindowConfig, dict or
+  ConfigDict with FKWindowConfig's fields (missing ones take the defaults)."""
+  cfg = FKWindowConfig.from_any(config)
+  model, info = panda.load_panda_kinematics()
+  if cfg.fk_backend == "mjx":
+    params = panda.put_mjx_model(model)
+  else:
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), panda.kinematics_tree(model))
+  return FKWindowSampler(cfg, info, params, model)
+
+
+# ----------------------------------------------------------------------------------------------
+# A fixed dataset on disk (array_record), and its reader.
+#
+# Layout: `<path>` is an ArrayRecord file with one record per window, the raw little-endian
+# float32 bytes of concat(cond.ravel(), target.ravel()); `<path>.json` holds the shapes, the
+# config and the seed. Written with the `array_record` package directly (random access, readable
+# by grain); a tensorflow-datasets builder would add a TF-less tfds code path for no gain here.
+
+
+def _meta_path(path) -> pathlib.Path:
+  return pathlib.Path(str(path) + ".json")
+
+
+def export_fk_dataset(path, num_windows: int, config=None, seed: int = 0,
+                      batch_size: int = 4096, sampler: FKWindowSampler | None = None) -> dict:
+  """Samples `num_windows` windows with `sampler` (default `make_fk_window_sampler(config)`)
+  and writes them to `path` (+ `path.json`). Returns the metadata."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  if sampler is None:
+    sampler = make_fk_window_sampler(config)
+  elif config is not None:
+    raise ValueError("pass either config or sampler")
+  cfg = sampler.config
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  h, dc = cfg.horizon, cfg.cond_dim
+  writer = ArrayRecordWriter(str(path), "group_size:1")
+  rng = jax.random.PRNGKey(seed)
+  written = 0
+  try:
+    while written < num_windows:
+      rng, key = jax.random.split(rng)
+      n = min(batch_size, num_windows - written)
+      cond, target = jax.device_get(sampler(key, batch_size))
+      rec = np.concatenate([cond.reshape(len(cond), -1), target.reshape(len(target), -1)],
+                           axis=1).astype("<f4")
+      for r in rec[:n]:
+        writer.write(r.tobytes())
+      written += n
+  finally:
+    writer.close()
+  meta = {"format": "decoupled_jax.fk_windows.v1", "num_windows": int(num_windows),
+          "cond_shape": [h, dc], "target_shape": [h, 10], "dtype": "<f4", "seed": int(seed),
+          "config": dataclasses.asdict(cfg), "model_source": sampler.info.source}
+  _meta_path(path).write_text(json.dumps(meta, indent=1))
+  return meta
+
+
+class FKDatasetSource:
+  """Random access to an exported dataset (`len`, `[i] -> (cond, target)`; grain-compatible)."""
+
+  def __init__(self, path):
+    from array_record.python.array_record_module import ArrayRecordReader
+    self.path = pathlib.Path(path)
+    mp = _meta_path(self.path)
+    if not mp.exists():
+      raise FileNotFoundError(f"{mp}: metadata of FK dataset {self.path} not found")
+    self.meta = json.loads(mp.read_text())
+    self._reader = ArrayRecordReader(str(self.path))
+    self._cs = tuple(self.meta["cond_shape"])
+    self._ts = tuple(self.meta["target_shape"])
+
+  def __len__(self) -> int:
+    return self._reader.num_records()
+
+  def _decode(self, recs):
+    a = np.frombuffer(b"".join(recs), dtype=self.meta["dtype"]).reshape(len(recs), -1)
+    nc = int(np.prod(self._cs))
+    return (a[:, :nc].reshape((len(recs),) + self._cs).astype(np.float32),
+            a[:, nc:].reshape((len(recs),) + self._ts).astype(np.float32))
+
+  def __getitem__(self, i):
+    c, t = self._decode(self._reader.read([int(i)]))
+    return c[0], t[0]
+
+  def read(self, indices):
+    return self._decode(self._reader.read([int(i) for i in indices]))
+
+  def close(self):
+    self._reader.close()
+
+
+def load_fk_dataset(path) -> tuple[np.ndarray, np.ndarray, Mapping]:
+  """Loads a whole exported dataset: cond (N, H, Dc), target (N, H, 10), metadata."""
+  src = FKDatasetSource(path)
+  try:
+    recs = src._reader.read_all()
+    cond, target = src._decode(recs)
+  finally:
+    src.close()
+  return cond, target, src.meta

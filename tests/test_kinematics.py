@@ -1,0 +1,305 @@
+"""Panda FK (MJX, plain JAX, C reference, robosuite), the stage-1 generator and demo pairs."""
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from decoupled_jax.data import rotation
+from decoupled_jax.kinematics import demo_pairs, panda, trajectories
+
+POS_TOL = 1e-5   # m
+ROT_TOL = 1e-4   # rad
+
+
+@pytest.fixture(scope="module")
+def model_info():
+  return panda.load_panda_kinematics()
+
+
+@pytest.fixture(scope="module")
+def random_q(model_info):
+  _, info = model_info
+  return np.random.default_rng(0).uniform(info.joint_lower, info.joint_upper, size=(1024, 7))
+
+
+@pytest.fixture(scope="module")
+def sampler():
+  return trajectories.make_fk_window_sampler(dict(horizon=16, signal="jp"))
+
+
+def test_model_is_kinematics_only_with_spec_limits(model_info):
+  model, info = model_info
+  assert model.nq == 7 and model.nv == 7 and model.ngeom == 0 and model.nmesh == 0
+  assert model.opt.disableflags & mujoco_flag("mjDSBL_CONTACT")
+  np.testing.assert_allclose(np.stack([info.joint_lower, info.joint_upper]),
+                             panda.SPEC_JOINT_LIMITS, atol=1e-9)
+  np.testing.assert_allclose(model.body_pos[1], panda.BASE_POS)
+
+
+def mujoco_flag(name):
+  import mujoco
+  return int(getattr(mujoco.mjtDisableBit, name))
+
+
+def test_builtin_chain_equals_robosuite_mjcf():
+  if panda.robosuite_assets_dir() is None:
+    pytest.skip("robosuite not installed")
+  a, _ = panda.load_panda_kinematics(use_robosuite_assets=True)
+  b, _ = panda.load_panda_kinematics(use_robosuite_assets=False)
+  for k in ("body_pos", "body_quat", "jnt_axis", "jnt_range", "site_pos", "site_quat",
+            "body_parentid", "jnt_bodyid"):
+    np.testing.assert_allclose(getattr(a, k), getattr(b, k), atol=1e-12, err_msg=k)
+
+
+def test_tree_fk_matches_mj_kinematics(model_info, random_q):
+  model, _ = model_info
+  tree = jax.tree.map(jnp.asarray, panda.kinematics_tree(model))
+
+  @jax.jit
+  def both(tree, q):
+    return panda.fk_tree(tree, q, "hand"), panda.fk_tree(tree, q, "grip_site")
+
+  out = both(tree, jnp.asarray(random_q, jnp.float32))
+  for site, (p, q) in zip(("hand", "grip_site"), out):
+    p_ref, q_ref = panda.fk_cpu(model, random_q, site)
+    assert np.abs(np.asarray(p) - p_ref).max() <= POS_TOL, site
+    assert panda.quat_distance(np.asarray(q, np.float64), q_ref).max() <= ROT_TOL, site
+
+
+def test_hand_to_site_rotation(model_info, random_q):
+  model, _ = model_info
+  _, q_hand = panda.fk_cpu(model, random_q[:50], "hand")
+  _, q_site = panda.fk_cpu(model, random_q[:50], "grip_site")
+  h = panda.hand_to_site_rotation()
+  np.testing.assert_allclose(h, [[0, 1, 0], [-1, 0, 0], [0, 0, 1]], atol=1e-6)  # R_z(-90 deg)
+  np.testing.assert_allclose(rotation.quat_xyzw_to_matrix(q_hand) @ h,
+                             rotation.quat_xyzw_to_matrix(q_site), atol=1e-6)
+
+
+def test_mjx_fk_matches_mj_kinematics(model_info, random_q):
+  model, _ = model_info
+  p_ref, q_ref = panda.fk_cpu(model, random_q)
+  mjx_model = panda.put_mjx_model(model)
+  p, q = jax.jit(panda.fk_mjx)(mjx_model, jnp.asarray(random_q, jnp.float32))
+  assert p.shape == (1024, 3) and q.shape == (1024, 4)
+  assert np.abs(np.asarray(p) - p_ref).max() <= POS_TOL
+  assert panda.quat_distance(np.asarray(q, np.float64), q_ref).max() <= ROT_TOL
+
+
+@pytest.mark.sim
+def test_fk_matches_robosuite_lift(model_info):
+  if importlib.util.find_spec("robosuite") is None:
+    pytest.skip("robosuite not installed")
+  try:
+    import robosuite
+  except Exception as e:  # noqa: BLE001  (robosuite import fails on unsupported mujoco)
+    pytest.skip(f"robosuite not importable: {e}")
+  import mujoco
+  model, info = model_info
+  env = robosuite.make("Lift", robots="Panda", has_renderer=False, has_offscreen_renderer=False,
+                       use_camera_obs=False)
+  try:
+    env.reset()
+    m = env.sim.model._model
+    base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "robot0_base")
+    np.testing.assert_allclose(m.body_pos[base], panda.BASE_POS, atol=1e-9)
+    np.testing.assert_allclose(m.body_quat[base], panda.BASE_QUAT_WXYZ, atol=1e-9)
+    robot = env.robots[0]
+    np.testing.assert_allclose(robot.init_qpos, panda.INIT_QPOS, atol=1e-12)
+    qidx = robot._ref_joint_pos_indexes
+    rng = np.random.default_rng(1)
+    qs = np.concatenate([panda.INIT_QPOS[None],
+                         rng.uniform(info.joint_lower, info.joint_upper, size=(24, 7))])
+    site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "gripper0_right_grip_site")
+    got_pos, got_quat, got_site_quat, got_site_mat = [], [], [], []
+    for q in qs:
+      env.sim.data.qpos[qidx] = q
+      env.sim.forward()
+      obs = env._get_observations(force_update=True)
+      np.testing.assert_allclose(obs["robot0_joint_pos"], q, atol=1e-12)
+      got_pos.append(obs["robot0_eef_pos"])
+      got_quat.append(obs["robot0_eef_quat"])
+      got_site_quat.append(obs["robot0_eef_quat_site"])
+      got_site_mat.append(env.sim.data.site_xmat[site].reshape(3, 3).copy())
+  finally:
+    env.close()
+  p, q = panda.fk_cpu(model, qs, "hand")
+  assert np.abs(p - np.array(got_pos)).max() <= POS_TOL
+  assert panda.quat_distance(q, np.array(got_quat)).max() <= ROT_TOL
+  p_site, qs_site = panda.fk_cpu(model, qs, "grip_site")
+  np.testing.assert_allclose(p_site, p, atol=1e-12)   # both sites sit at robot0_eef_pos
+  ref = rotation.matrix_to_quat_xyzw(np.array(got_site_mat))
+  assert panda.quat_distance(qs_site, ref).max() <= ROT_TOL
+  # robosuite's `robot0_eef_quat_site` goes through a float32 mat2quat: ~5e-4 rad of noise.
+  assert panda.quat_distance(qs_site, np.array(got_site_quat, np.float64)).max() <= 2e-3
+
+
+def _check_windows(cond, target, qpos, gripper, info, cfg, model):
+  b, h = qpos.shape[:2]
+  assert target.shape == (b, h, 10)
+  assert cond.shape == (b, h, cfg.cond_dim)
+  # joint limits and velocity limits (finite differences of min-jerk stay under the peak)
+  assert np.all(qpos >= info.joint_lower) and np.all(qpos <= info.joint_upper)
+  vel = np.abs(np.diff(qpos, axis=1)) * cfg.fps
+  assert np.all(vel <= info.velocity_limits + 1e-4)
+  assert set(np.unique(gripper)) <= {-1.0, 1.0}
+  np.testing.assert_array_equal(target[..., 9], gripper)
+  # rot6d rows orthonormal
+  r1, r2 = target[..., 3:6], target[..., 6:9]
+  np.testing.assert_allclose(np.linalg.norm(r1, axis=-1), 1, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(r2, axis=-1), 1, atol=1e-5)
+  np.testing.assert_allclose(np.sum(r1 * r2, axis=-1), 0, atol=1e-5)
+  # target = FK of the joints (C reference), in the library's rot6d convention
+  p_ref, q_ref = panda.fk_cpu(model, qpos.reshape(-1, 7), cfg.site)
+  np.testing.assert_allclose(target[..., :3].reshape(-1, 3), p_ref, atol=POS_TOL)
+  np.testing.assert_allclose(target[..., 3:9].reshape(-1, 6), rotation.quat_xyzw_to_rot6d(q_ref),
+                             atol=1e-5)
+
+
+def test_generator_jp(sampler, model_info):
+  model, info = model_info
+  cond, target, qpos, gripper = map(np.asarray, sampler(jax.random.PRNGKey(0), 256, True))
+  _check_windows(cond, target, qpos, gripper, info, sampler.config, model)
+  np.testing.assert_array_equal(cond[..., :7], qpos)
+  np.testing.assert_array_equal(cond[..., 7], gripper)
+  # both gripper states occur, switches happen, motion is not degenerate
+  assert 0.3 < (gripper > 0).mean() < 0.7 and np.any(np.diff(gripper, axis=1) != 0)
+  assert np.abs(np.diff(qpos, axis=1)).max() > 0.01
+  # deterministic in the rng; different keys differ (same shapes: no recompilation)
+  t2 = np.asarray(sampler(jax.random.PRNGKey(0), 256, True)[1])
+  np.testing.assert_array_equal(t2, target)
+  assert not np.allclose(np.asarray(sampler(jax.random.PRNGKey(1), 256, True)[1]), target)
+  # `sampler(...)` is itself `jax.jit(sample_pure)` with the model arrays as arguments, i.e.
+  # the generator runs inside a jitted function with no host round-trip.
+
+
+def test_generator_eepose_h10(model_info):
+  model, info = model_info
+  s = trajectories.make_fk_window_sampler(dict(horizon=10, signal="eepose"))
+  cond, target, qpos, gripper = map(np.asarray, s(jax.random.PRNGKey(2), 64, True))
+  _check_windows(cond, target, qpos, gripper, info, s.config, model)
+  np.testing.assert_array_equal(cond, target)
+
+
+def test_generator_none_signal_shapes():
+  s = trajectories.make_fk_window_sampler(dict(horizon=10, signal="none"))
+  cond, target = jax.eval_shape(lambda r: s.sample_pure(r, s.params, 8), jax.random.PRNGKey(0))
+  assert cond.shape == (8, 10, 8) and target.shape == (8, 10, 10)
+  # only the condition is computed (the rest is dead code for XLA): cheap to compile
+  cond = jax.jit(lambda r, p: s.sample_pure(r, p, 8)[0])(jax.random.PRNGKey(0), s.params)
+  assert cond.shape == (8, 10, 8) and not np.asarray(cond).any()
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="signal"):
+    trajectories.FKWindowConfig(signal="joints")
+  with pytest.raises(ValueError, match="unknown"):
+    trajectories.FKWindowConfig.from_any({"horizn": 16})
+
+
+def test_export_reload_roundtrip(tmp_path, sampler):
+  path = tmp_path / "fk.array_record"
+  meta = trajectories.export_fk_dataset(path, 300, seed=5, batch_size=256, sampler=sampler)
+  cond, target, meta2 = trajectories.load_fk_dataset(path)
+  assert meta2["num_windows"] == 300 == meta["num_windows"]
+  assert cond.shape == (300, 16, 8) and target.shape == (300, 16, 10)
+  # same as sampling with the same keys
+  rng = jax.random.PRNGKey(5)
+  rng, k = jax.random.split(rng)
+  c0, t0, _, _ = sampler(k, 256, True)
+  np.testing.assert_array_equal(cond[:256], np.asarray(c0))
+  np.testing.assert_array_equal(target[:256], np.asarray(t0))
+  src = trajectories.FKDatasetSource(path)
+  assert len(src) == 300
+  c, t = src[7]
+  np.testing.assert_array_equal(c, cond[7])
+  np.testing.assert_array_equal(t, target[7])
+  src.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo pairs
+
+
+def _write_demo_file(path, lengths, drop=None):
+  import h5py
+  rng = np.random.default_rng(0)
+  raw = {}
+  with h5py.File(path, "w") as f:
+    for i, n in enumerate(lengths):
+      g = f.create_group(f"data/demo_{i}")
+      jp = rng.normal(size=(n, 7))
+      pos = rng.normal(size=(n, 3))
+      quat = rng.normal(size=(n, 4))
+      quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
+      act = np.concatenate([rng.normal(size=(n, 6)), rng.choice([-1.0, 1.0], size=(n, 1))], 1)
+      items = {"obs/robot0_joint_pos": jp, "obs/robot0_eef_pos": pos, "obs/robot0_eef_quat": quat,
+               "actions": act}
+      for k, v in items.items():
+        if drop == (i, k):
+          continue
+        g.create_dataset(k, data=v)
+      raw[i] = items
+  return raw
+
+
+def test_demo_pairs_and_windows(tmp_path):
+  path = tmp_path / "demos.hdf5"
+  # demo_10 sorts after demo_2 (numeric order)
+  lengths = [5, 3, 4] + [2] * 8
+  raw = _write_demo_file(path, lengths)
+  data = demo_pairs.load_demo_pairs(path, signal="jp")
+  assert data.attrs["demos"][:3] == ("demo_0", "demo_1", "demo_2")
+  assert data.attrs["demos"][-1] == "demo_10"
+  assert data.fields["cond"].shape == (sum(lengths), 8)
+  assert data.fields["target"].shape == (sum(lengths), 10)
+  ep1 = data.episode(1)
+  r = raw[1]
+  np.testing.assert_allclose(ep1["cond"][:, :7], r["obs/robot0_joint_pos"], atol=1e-6)
+  np.testing.assert_allclose(ep1["cond"][:, 7], r["actions"][:, -1])
+  np.testing.assert_allclose(ep1["target"][:, :3], r["obs/robot0_eef_pos"], atol=1e-6)
+  r_hand = rotation.quat_xyzw_to_matrix(r["obs/robot0_eef_quat"])
+  np.testing.assert_allclose(ep1["target"][:, 3:9],
+                             rotation.matrix_to_rot6d(r_hand @ panda.hand_to_site_rotation()),
+                             atol=1e-6)
+  hand = demo_pairs.load_demo_pairs(path, frame="hand")
+  np.testing.assert_allclose(hand.episode(1)["target"][:, 3:9],
+                             rotation.quat_xyzw_to_rot6d(r["obs/robot0_eef_quat"]), atol=1e-6)
+  np.testing.assert_allclose(ep1["target"][:, 9], r["actions"][:, -1])
+
+  # windows: same frames for cond and target, clamped at episode edges
+  idx = demo_pairs.window_indices(data.episode_ends, 4)
+  np.testing.assert_array_equal(idx[0], [0, 0, 0, 0])
+  np.testing.assert_array_equal(idx[6], [5, 5, 5, 6])     # demo_1 starts at 5
+  np.testing.assert_array_equal(idx[4], [1, 2, 3, 4])
+  cond, target = demo_pairs.gather_windows(data, 4)
+  np.testing.assert_array_equal(cond[6], data.fields["cond"][[5, 5, 5, 6]])
+  np.testing.assert_array_equal(target[6], data.fields["target"][[5, 5, 5, 6]])
+  ws = demo_pairs.DemoPairWindowSampler(data, 4)
+  c, t = ws.sample(np.random.default_rng(0), 16)
+  assert c.shape == (16, 4, 8) and t.shape == (16, 4, 10)
+  arrays = ws.device_arrays()
+  cj, tj = jax.jit(ws.sample_jax, static_argnums=2)(jax.random.PRNGKey(0), arrays, 16)
+  assert cj.shape == (16, 4, 8) and tj.shape == (16, 4, 10)
+  # every jax window equals the numpy window ending at its last frame... and is in one episode
+  last = np.asarray(tj)[:, -1]
+  ends = [np.flatnonzero((data.fields["target"] == row).all(-1))[0] for row in last]
+  np.testing.assert_array_equal(np.asarray(tj), demo_pairs.gather_windows(data, 4, ends)[1])
+
+  eep = demo_pairs.load_demo_pairs(path, signal="eepose")
+  np.testing.assert_array_equal(eep.fields["cond"], eep.fields["target"])
+  none = demo_pairs.load_demo_pairs(path, signal="none")
+  assert none.fields["cond"].shape == (sum(lengths), 8) and not none.fields["cond"].any()
+
+
+def test_demo_pairs_missing_key_names_file_demo_key(tmp_path):
+  path = tmp_path / "bad.hdf5"
+  _write_demo_file(path, [3, 3], drop=(1, "obs/robot0_eef_quat"))
+  with pytest.raises(KeyError, match=r"bad\.hdf5: data/demo_1/obs/robot0_eef_quat"):
+    demo_pairs.load_demo_pairs(path)
+  path2 = tmp_path / "bad2.hdf5"
+  _write_demo_file(path2, [3], drop=(0, "actions"))
+  with pytest.raises(KeyError, match=r"data/demo_0/actions"):
+    demo_pairs.load_demo_pairs(path2)
