@@ -38,15 +38,15 @@ def init_policy(policy: Policy, rng, example_obs, action_shape) -> dict:
 
 
 def make_denoise_fn(policy: Policy, params, cond, *, train: bool, rng=None) -> Callable:
-  """A head-facing closure x_t, t -> model output, with the condition tiled when the head
-  replicates the batch (several noise samples per element)."""
+  """A head-facing closure x_t, t -> model output. When the head replicates the batch
+  (several noise samples per element, replicas adjacent as `jnp.repeat` lays them out), the
+  condition is repeated the same way."""
   rngs = {"dropout": rng} if (train and rng is not None) else {}
 
   def denoise_fn(x_t, t):
     c = cond
     if x_t.shape[0] != cond.shape[0]:
-      reps = x_t.shape[0] // cond.shape[0]
-      c = jnp.tile(cond, (reps,) + (1,) * (cond.ndim - 1))
+      c = jnp.repeat(cond, x_t.shape[0] // cond.shape[0], axis=0)
     return policy.apply({"params": params}, x_t, t, c, train=train, method=Policy.denoise,
                         rngs=rngs)
 
