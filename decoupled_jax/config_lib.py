@@ -107,3 +107,138 @@ def debug_backbone_kwargs(arch: str) -> dict:
   if arch == "dp_mlp":
     return {"n_layer": 2, "n_emb": 32}
   return {"n_layer": 2, "n_head": 2, "n_emb": 32}
+
+
+PRETRAIN_ARGS = dict(arch="dp_mlp", cond="adaln_zero", head="diffusion", signal="jp",
+                     source="generated", hdf5="", steps=0, batch=0, debug=False, paper=False)
+
+
+def pretrain_config(**kwargs) -> ConfigDict:
+  """Stage-1 config; keyword arguments as documented in configs/pretrain.py."""
+  a = ConfigDict(dict(PRETRAIN_ARGS, **kwargs))
+  c = ConfigDict()
+  c.seed = 42
+  c.progress = True
+  c.backbone = backbone_config(a.arch, a.cond)
+  c.head = head_config(a.head)
+  c.optimizer = optimizer_config(a.arch, "pretrain")
+  c.ema = ema_config()
+  c.freeze = freeze_config("none")
+
+  c.data = ConfigDict()
+  c.data.source = a.source
+  c.data.hdf5_path = a.hdf5
+  c.data.signal = a.signal
+  c.data.horizon = default_horizon(a.arch)
+  c.data.fk = ConfigDict()          # trajectories.FKWindowConfig overrides
+
+  c.train = ConfigDict()
+  c.train.batch_size = 256
+  c.train.num_steps = 3000
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.eval_every = 0
+  c.train.max_checkpoints = 2
+
+  c.eval = ConfigDict()
+  c.eval.num_windows = 256
+
+  if a.paper:
+    c.train.num_steps = 45_000
+    c.train.checkpoint_every = 7_500
+  if a.debug:
+    c.backbone.kwargs.update(debug_backbone_kwargs(a.arch))
+    c.train.batch_size = 8
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.eval.num_windows = 8
+    c.head.num_inference_steps = 4 if a.head == "diffusion" else c.head.num_inference_steps
+    c.head.sampler = "ddim"
+    c.head.flow_num_steps = 4
+    c.optimizer.warmup_steps = 2
+  if a.steps:
+    c.train.num_steps = a.steps
+  if a.batch:
+    c.train.batch_size = a.batch
+  return c
+
+
+FINETUNE_ARGS = dict(mode="decoupled", arch="dp_mlp", cond="adaln_zero", head="diffusion",
+                     obs="lowdim", task="", steps=0, batch=0, episodes=-1, paper=False,
+                     debug=False)
+LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
+IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+
+
+def finetune_config(**kwargs) -> ConfigDict:
+  """Stage-2/normal config; keyword arguments as documented in configs/train.py."""
+  a = ConfigDict(dict(FINETUNE_ARGS, **kwargs))
+  c = ConfigDict()
+  c.seed = 0
+  c.progress = True
+  c.mode = a.mode
+  c.stage1_checkpoint = ""
+  c.backbone = backbone_config(a.arch, a.cond)
+  c.head = head_config(a.head)
+  c.optimizer = optimizer_config(a.arch, "finetune")
+  c.ema = ema_config()
+  c.freeze = freeze_config()      # set from `mode` by the pipeline
+
+  c.data = ConfigDict()
+  c.data.dataset = ""
+  c.data.filter_key = ""
+  c.data.task = a.task
+  if a.obs == "image":
+    c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, IMAGE_LOWDIM_KEYS
+  elif a.obs == "lowdim":
+    c.data.image_keys, c.data.lowdim_keys = (), LOWDIM_KEYS
+  else:
+    raise ValueError(f"obs must be 'lowdim' or 'image', got {a.obs!r}")
+  c.data.n_obs_steps = 2
+  c.data.horizon = default_horizon(a.arch)
+  c.data.n_action_steps = 8
+
+  c.train = ConfigDict()
+  c.train.batch_size = 64
+  c.train.num_steps = 5000
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.eval_every = 0
+  c.train.max_checkpoints = 2
+
+  c.eval = ConfigDict()
+  c.eval.num_episodes = 50
+  c.eval.periodic_episodes = 10
+  c.eval.num_workers = 2
+  c.eval.num_videos = 2
+  c.eval.max_steps = 0          # 0: 2.5 x the average demonstration length (spec §7.1)
+  c.eval.seed_offset = 0
+  c.eval.progress = True
+
+  if a.paper:   # 1000 demos x ~(avg_len - 7) / 64 steps per epoch, 50 epochs, eval per epoch
+    c.train.num_steps = 80_000
+    c.train.eval_every = 1_600
+  if a.debug:
+    c.backbone.kwargs.update(debug_backbone_kwargs(a.arch))
+    c.train.batch_size = 4
+    c.train.num_steps = 3
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.head.sampler = "ddim"
+    c.head.num_inference_steps = 4
+    c.head.flow_num_steps = 4
+    c.optimizer.warmup_steps = 1
+    c.eval.num_episodes = 1
+    c.eval.num_workers = 0
+    c.eval.num_videos = 1
+    c.eval.max_steps = 16
+    c.eval.progress = False
+  if a.steps:
+    c.train.num_steps = a.steps
+  if a.batch:
+    c.train.batch_size = a.batch
+  if a.episodes >= 0:
+    c.eval.num_episodes = a.episodes
+  return c

@@ -1,0 +1,36 @@
+"""The paper's experiment end to end (the library's main job; resumable):
+FK pretraining -> demonstrations -> decoupled vs normal -> closed-loop success table.
+
+  python experiments/paper.py --config=configs/quickstart.py --workdir=workdirs/quickstart
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_cpu_use_fusion_emitters=false").strip()
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from decoupled_jax.pipelines import common, paper  # noqa: E402
+from decoupled_jax.training import sharding  # noqa: E402
+
+config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Experiment config file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "workdirs/quickstart", "Output directory (reused: finished "
+                    "stages are skipped, interrupted ones resumed).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  common.setup_logging()
+  sharding.maybe_initialize_distributed(FLAGS.distributed)
+  results = paper.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print(results["table"])
+  print(f"results: {os.path.join(FLAGS.workdir, 'results.md')}, results.json, results.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

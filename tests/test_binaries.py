@@ -1,0 +1,125 @@
+"""Smoke tests of the real binaries on CPU with debug configs: stage 1 (on-device FK data)
+trains, refuses to overwrite, resumes; its checkpoint loads into a stage-2 model whose backbone
+is then frozen; stage 2 trains in every mode and resumes. A synthetic robomimic-layout file
+stands in for demonstrations here (test_sim.py / test_paper.py cover the simulator)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from decoupled_jax.data import robomimic_hdf5
+from decoupled_jax.training import checkpoint, partition
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_binary(name, *args, expect_ok=True):
+  env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", name), *args],
+                        capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+  if expect_ok:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  return proc
+
+
+def synthetic_demos(path, num_demos=3, length=30, seed=0):
+  """Smooth random trajectories in the robomimic layout (what a real file holds)."""
+  rng = np.random.default_rng(seed)
+  demos = []
+  for _ in range(num_demos):
+    t = np.linspace(0, 1, length)[:, None]
+    pos = np.array([-0.1, 0.0, 1.0]) + 0.1 * np.sin(2 * np.pi * t + rng.normal(size=3))
+    aa = np.tile([np.pi, 0.0, 0.0], (length, 1)) + 0.05 * rng.normal(size=(length, 3))
+    grip = np.where(t[:, 0] > 0.5, 1.0, -1.0)[:, None]
+    quat = np.tile([1.0, 0.0, 0.0, 0.0], (length, 1))
+    demos.append({
+        "actions": np.concatenate([pos, aa, grip], -1),
+        "states": rng.normal(size=(length, 5)), "rewards": np.zeros(length),
+        "dones": np.zeros(length),
+        "obs": {"robot0_eef_pos": pos, "robot0_eef_quat": quat,
+                "robot0_gripper_qpos": np.stack([0.04 * (grip[:, 0] < 0)] * 2, -1),
+                "robot0_joint_pos": rng.normal(size=(length, 7)),
+                "object": rng.normal(size=(length, 10))}})
+  robomimic_hdf5.write_robomimic_hdf5(path, demos, {"env_name": "Lift", "type": 1,
+                                                    "env_kwargs": {}})
+  return path
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("stage1") / "run")
+  cfg = "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug"
+  run_binary("pretrain.py", cfg, f"--workdir={workdir}")
+  return workdir, cfg
+
+
+def test_pretrain_binary_trains_refuses_overwrite_and_resumes(stage1_run):
+  workdir, cfg = stage1_run
+  summary = json.load(open(os.path.join(workdir, "stage1_summary.json")))
+  assert summary["steps"] == 4
+  for k in ("pos_err_mm", "rot_err_deg", "baseline_pos_err_mm", "baseline_rot_err_deg"):
+    assert np.isfinite(summary["eval"][k]), k
+  assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+  again = run_binary("pretrain.py", cfg, f"--workdir={workdir}", expect_ok=False)
+  assert again.returncode != 0 and "--resume" in again.stderr
+  run_binary("pretrain.py", cfg, f"--workdir={workdir}", "--config.train.num_steps=6", "--resume")
+  assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True).latest_step() == 6
+
+
+def test_stage2_binary_loads_stage1_freezes_backbone_and_resumes(stage1_run, tmp_path):
+  stage1_dir, _ = stage1_run
+  stage1_ckpt = os.path.join(stage1_dir, "checkpoints")
+  data = synthetic_demos(str(tmp_path / "demos.hdf5"))
+  cfg = "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=decoupled,debug"
+  workdir = str(tmp_path / "decoupled")
+  common = [cfg, f"--config.data.dataset={data}", f"--config.stage1_checkpoint={stage1_ckpt}",
+            "--config.eval.num_episodes=0"]
+  run_binary("train.py", *common, f"--workdir={workdir}")
+  run_binary("train.py", *common, f"--workdir={workdir}", "--config.train.num_steps=5", "--resume")
+  s1, _ = checkpoint.load_inference_params(stage1_ckpt)
+  s2, meta = checkpoint.load_inference_params(os.path.join(workdir, "checkpoints"))
+  assert meta["step"] == 5 and meta["mode"] == "decoupled"
+  f1, f2 = partition.flatten(s1), partition.flatten(s2)
+  backbone = [k for k in f2 if k.startswith("backbone/")]
+  film = [k for k in backbone if "cond_" in k]
+  assert film and len(film) < len(backbone)
+  for k in backbone:
+    if k in film:
+      continue
+    np.testing.assert_array_equal(np.asarray(f1[k]), np.asarray(f2[k]), err_msg=k)
+  # Conditioning weights are fresh (the condition width differs from stage 1) and trained.
+  assert any(f1.get(k) is None or f1[k].shape != f2[k].shape for k in film)
+
+
+def test_stage2_rejects_mismatched_stage1_and_missing_checkpoint(stage1_run, tmp_path):
+  stage1_dir, _ = stage1_run
+  data = synthetic_demos(str(tmp_path / "demos.hdf5"))
+  cfg = "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=decoupled,debug"
+  # A wider backbone than the stage-1 one: the error names the path and both shapes.
+  proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
+                    f"--config.stage1_checkpoint={os.path.join(stage1_dir, 'checkpoints')}",
+                    "--config.backbone.kwargs.n_emb=48", "--config.eval.num_episodes=0",
+                    f"--workdir={tmp_path / 'bad'}", expect_ok=False)
+  assert proc.returncode != 0
+  assert "shape mismatch at 'backbone/" in proc.stderr and "(48" in proc.stderr
+  proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
+                    "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'none'}",
+                    expect_ok=False)
+  assert "config.stage1_checkpoint" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["normal", "random_frozen"])
+def test_stage2_other_modes(mode, tmp_path):
+  data = synthetic_demos(str(tmp_path / "demos.hdf5"))
+  cfg = "--config=" + os.path.join(REPO, "configs/train.py") + f":mode={mode},debug"
+  run_binary("train.py", cfg, f"--config.data.dataset={data}", "--config.eval.num_episodes=0",
+             f"--workdir={tmp_path / mode}")
+  s = json.load(open(tmp_path / mode / "summary.json"))
+  assert s["mode"] == mode
+  if mode == "normal":
+    assert s["num_trainable"] == s["num_params"]
+  else:
+    assert s["num_trainable"] < s["num_params"]
