@@ -1,0 +1,316 @@
+"""Closed-loop policy evaluation (MimicGen protocol, spec §7.1) with batched inference.
+
+    result = evaluate_policy(policy_fn, 'stack', num_episodes=50, n_obs_steps=2,
+                             n_action_steps=8, max_steps=270, num_workers=4)
+
+* `policy_fn(obs_batch) -> actions`: `obs_batch[key]` is (N, To, ...) for the N envs that are
+  still running (low-dim float32, images uint8 (N, To, H, W, 3)); it returns (N, >=Ta, 7) env
+  actions [pos, axis-angle, gripper] *starting at the current step* (a diffusion policy slices
+  its prediction [To-1, To-1+Ta) itself). It is called in the main process, once per replanning
+  round for all active envs together.
+* Each env lives in a worker process ('spawn' context; one env per worker, stepped on
+  command). With `num_workers <= 1` the env runs inline in the calling process (cheap tests).
+  When an episode ends, its worker takes the next seed, so N shrinks only at the very end.
+* Observation history is real: the last To observations; at reset the first frame is repeated.
+* Ta actions are executed per inference; an episode stops at the first success
+  (`env._check_success()`, equivalent to MimicGen's max-reward score) or at `max_steps`.
+* Reports: success rate with a 95 % Wilson interval, mean episode length, policy latency
+  (ms per call), env steps/s (aggregate over workers: env steps / wall clock spent stepping,
+  resets excluded, video rendering included), per-episode
+  records; mp4 videos (agentview, upright, `video_size`²) of the first `num_videos` episodes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+import traceback
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from decoupled_jax.sim.robosuite_env import EnvSpec, make_env_from_spec, make_spec
+
+# Test seeds of the MimicGen runner (spec §7.1): 100000 + i.
+DEFAULT_SEED_BASE = 100000
+# max_steps = 2.5 x average demo length (spec §7.1 for Stack/Square; ours for Lift/Can).
+DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 270, "NutAssemblySquare": 383, "PickPlaceCan": 400}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+  """Wilson score interval for a binomial proportion k/n (95 % for z = 1.96)."""
+  if n <= 0:
+    return (0.0, 1.0)
+  p = k / n
+  denom = 1 + z * z / n
+  centre = (p + z * z / (2 * n)) / denom
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+  return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+# ----------------------------------------------------------------------------- env runner
+class _EnvRunner:
+  """One env + its observation history; used inline or inside a worker process."""
+
+  def __init__(self, spec: EnvSpec, n_obs_steps: int, video_size: int = 256, fps: int = 20):
+    self.env = make_env_from_spec(spec)
+    self.keys = spec.obs_keys
+    self.n_obs = n_obs_steps
+    self.video_size = video_size
+    self.fps = fps
+    self.history: list[dict] = []
+    self.frames: list[np.ndarray] | None = None
+    self.video_path = None
+
+  def _obs(self, o):
+    return {k: (o[k] if o[k].dtype == np.uint8 else o[k].astype(np.float32)) for k in self.keys}
+
+  def _stacked(self):
+    return {k: np.stack([h[k] for h in self.history[-self.n_obs:]]) for k in self.keys}
+
+  def reset(self, seed: int, video_path: str | None = None):
+    o = self._obs(self.env.reset(seed))
+    self.history = [o] * self.n_obs
+    self.video_path = video_path
+    self.frames = [self.env.render(size=self.video_size)] if video_path else None
+    self.steps, self.success = 0, False
+    return self._stacked()
+
+  def step_chunk(self, actions: np.ndarray, max_steps: int):
+    t0 = time.perf_counter()
+    n = 0
+    for a in actions:
+      if self.steps >= max_steps or self.success:
+        break
+      o, _, _, info = self.env.step(a)
+      self.history.append(self._obs(o))
+      self.history = self.history[-self.n_obs:]
+      self.steps += 1
+      n += 1
+      self.success = bool(info["success"])
+      if self.frames is not None:
+        self.frames.append(self.env.render(size=self.video_size))
+    done = self.success or self.steps >= max_steps
+    if done and self.frames is not None:
+      import imageio
+      os.makedirs(os.path.dirname(os.path.abspath(self.video_path)), exist_ok=True)
+      imageio.mimsave(self.video_path, self.frames, fps=self.fps, macro_block_size=1)
+      self.frames = None
+    return {"obs": self._stacked(), "success": self.success, "steps": self.steps, "done": done,
+            "n": n, "step_s": time.perf_counter() - t0}
+
+  def close(self):
+    self.env.close()
+
+
+def _worker_main(conn, spec, n_obs_steps, video_size):
+  os.environ.setdefault("MUJOCO_GL", "egl")
+  try:
+    runner = _EnvRunner(spec, n_obs_steps, video_size)
+    conn.send(("ok", None))
+  except Exception:  # noqa: BLE001
+    conn.send(("error", traceback.format_exc()))
+    return
+  while True:
+    cmd, args = conn.recv()
+    if cmd == "close":
+      runner.close()
+      conn.send(("ok", None))
+      return
+    try:
+      conn.send(("ok", getattr(runner, cmd)(*args)))
+    except Exception:  # noqa: BLE001
+      conn.send(("error", traceback.format_exc()))
+
+
+class _Proc:
+  """Handle on a worker process with the same call interface as `_EnvRunner`."""
+
+  def __init__(self, ctx, spec, n_obs_steps, video_size):
+    self.conn, child = ctx.Pipe()
+    self.proc = ctx.Process(target=_worker_main, args=(child, spec, n_obs_steps, video_size),
+                            daemon=True)
+    self.proc.start()
+    child.close()
+
+  def send(self, cmd, *args):
+    self.conn.send((cmd, args))
+
+  def recv(self):
+    status, val = self.conn.recv()
+    if status != "ok":
+      raise RuntimeError(f"env worker {self.proc.pid} failed:\n{val}")
+    return val
+
+  def close(self):
+    try:
+      self.send("close")
+      self.recv()
+    except (EOFError, BrokenPipeError, OSError, RuntimeError):
+      pass
+    self.proc.join(timeout=10)
+    if self.proc.is_alive():
+      self.proc.terminate()
+
+
+class _Inline:
+  def __init__(self, runner):
+    self.runner, self._result = runner, None
+
+  def send(self, cmd, *args):
+    self._result = getattr(self.runner, cmd)(*args)
+
+  def recv(self):
+    return self._result
+
+  def close(self):
+    self.runner.close()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_policy(policy_fn: Callable[[dict[str, np.ndarray]], np.ndarray], task: str, *,
+                    num_episodes: int | None = None, seeds: Sequence[int] | None = None,
+                    n_obs_steps: int = 2, n_action_steps: int = 8, max_steps: int | None = None,
+                    num_workers: int = 0, use_images: bool = False, image_size: int = 84,
+                    video_dir: str | None = None, num_videos: int = 2, video_size: int = 256,
+                    json_path: str | None = None, mp_context: str = "spawn",
+                    progress: bool = False) -> dict:
+  """Run the policy closed-loop; see the module docstring. Returns a JSON-able dict."""
+  if seeds is None:
+    seeds = list(range(DEFAULT_SEED_BASE, DEFAULT_SEED_BASE + int(num_episodes or 50)))
+  seeds = [int(s) for s in seeds]
+  if num_episodes is not None:
+    if num_episodes > len(seeds):
+      raise ValueError(f"num_episodes={num_episodes} > len(seeds)={len(seeds)}")
+    seeds = seeds[:num_episodes]
+  if not seeds:
+    raise ValueError("no episodes to evaluate")
+  videos_on = bool(video_dir) and num_videos > 0
+  spec = make_spec(task, use_images=use_images, image_size=image_size, render_size=video_size,
+                   offscreen=videos_on)
+  max_steps = int(max_steps or DEFAULT_MAX_STEPS.get(spec.task, 400))
+  n_envs = max(1, min(int(num_workers), len(seeds)))
+
+  t_start = time.perf_counter()
+  if num_workers <= 1:
+    slots = [_Inline(_EnvRunner(spec, n_obs_steps, video_size))]
+  else:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    ctx = mp.get_context(mp_context)
+    slots = [_Proc(ctx, spec, n_obs_steps, video_size) for _ in range(n_envs)]
+    for s in slots:
+      s.recv()  # construction status
+  t_ready = time.perf_counter()
+
+  queue = list(enumerate(seeds))
+  current: list[tuple[int, int] | None] = [None] * len(slots)
+  obs: list[dict | None] = [None] * len(slots)
+  results: dict[int, dict] = {}
+  videos: list[str] = []
+  latencies: list[float] = []
+  env_steps, env_time, reset_time = 0, 0.0, 0.0
+  pbar = None
+  if progress:
+    from tqdm import tqdm
+    pbar = tqdm(total=len(seeds), desc=f"eval {spec.task}")
+
+  def start(idxs):
+    for i in idxs:
+      ep, seed = queue.pop(0)
+      current[i] = (ep, seed)
+      vp = None
+      if videos_on and ep < num_videos:
+        vp = os.path.join(video_dir, f"{spec.task}_ep{ep:03d}_seed{seed}.mp4")
+        videos.append(vp)
+      slots[i].send("reset", seed, vp)
+    for i in idxs:
+      obs[i] = slots[i].recv()
+
+  try:
+    t0 = time.perf_counter()
+    start([i for i in range(len(slots)) if queue][: len(queue)])
+    reset_time += time.perf_counter() - t0
+    while any(c is not None for c in current):
+      active = [i for i, c in enumerate(current) if c is not None]
+      batch = {k: np.stack([obs[i][k] for i in active]) for k in spec.obs_keys}
+      t0 = time.perf_counter()
+      actions = np.asarray(policy_fn(batch))
+      latencies.append(time.perf_counter() - t0)
+      if actions.ndim != 3 or actions.shape[0] != len(active) or actions.shape[2] != 7 \
+         or actions.shape[1] < n_action_steps:
+        raise ValueError(f"policy_fn returned shape {actions.shape}; expected "
+                         f"({len(active)}, >={n_action_steps}, 7)")
+      if not np.all(np.isfinite(actions)):
+        raise ValueError("policy_fn returned non-finite actions")
+      t0 = time.perf_counter()
+      for j, i in enumerate(active):
+        slots[i].send("step_chunk", actions[j, :n_action_steps].astype(np.float64), max_steps)
+      finished = []
+      for i in active:
+        r = slots[i].recv()
+        env_steps += r["n"]
+        obs[i] = r["obs"]
+        if r["done"]:
+          ep, seed = current[i]
+          results[ep] = {"episode": ep, "seed": seed, "success": bool(r["success"]),
+                         "length": int(r["steps"])}
+          current[i] = None
+          finished.append(i)
+          if pbar is not None:
+            pbar.update(1)
+      env_time += time.perf_counter() - t0
+      if finished and queue:
+        t0 = time.perf_counter()
+        start(finished[: len(queue)])
+        reset_time += time.perf_counter() - t0
+  finally:
+    for s in slots:
+      s.close()
+    if pbar is not None:
+      pbar.close()
+
+  eps = [results[i] for i in sorted(results)]
+  k = sum(e["success"] for e in eps)
+  n = len(eps)
+  lo, hi = wilson_interval(k, n)
+  lengths = [e["length"] for e in eps]
+  out = {
+      "task": spec.task, "num_episodes": n, "successes": k, "success_rate": k / n,
+      "ci95": [lo, hi], "mean_episode_length": float(np.mean(lengths)),
+      "mean_success_length": float(np.mean([e["length"] for e in eps if e["success"]]))
+      if k else None,
+      "policy_latency_ms": 1000 * float(np.mean(latencies)) if latencies else None,
+      "policy_calls": len(latencies), "env_steps": env_steps,
+      "env_steps_per_s": env_steps / env_time if env_time > 0 else None,
+      "reset_s": reset_time, "startup_s": t_ready - t_start,
+      "wall_s": time.perf_counter() - t_start,
+      "n_obs_steps": n_obs_steps, "n_action_steps": n_action_steps, "max_steps": max_steps,
+      "num_workers": len(slots) if num_workers > 1 else 0, "use_images": use_images,
+      "videos": videos, "episodes": eps,
+  }
+  if json_path:
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    tmp = json_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(out, f, indent=2)
+    os.replace(tmp, json_path)
+  return out
+
+
+def make_random_policy(horizon: int = 8, seed: int = 0
+                       ) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+  """A policy jittering around the current pose (for smoke tests of the loop)."""
+  from decoupled_jax.sim import frames
+  rng = np.random.default_rng(seed)
+
+  def policy(obs):
+    pos = obs["robot0_eef_pos"][:, -1].astype(np.float64)
+    aa = frames.eef_quat_to_action_axis_angle(obs["robot0_eef_quat"][:, -1].astype(np.float64))
+    n = pos.shape[0]
+    a = np.concatenate([pos, aa, np.zeros((n, 1))], axis=-1)[:, None].repeat(horizon, 1)
+    a[..., :3] += rng.normal(0, 0.02, (n, horizon, 3))
+    a[..., 6] = rng.choice([-1.0, 1.0], (n, horizon))
+    return a
+  return policy
