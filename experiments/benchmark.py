@@ -1,0 +1,201 @@
+"""Training and sampling speed of every backbone, normal vs decoupled, on this machine.
+
+  python experiments/benchmark.py [--backbones=dp_mlp,dp_c] [--steps=10] [--output=bench.json]
+
+Prints a table and writes JSON:
+  * train steps/s and samples/s per backbone in normal and decoupled mode (stage-2 shapes:
+    condition 2 x 137 per sample as in the paper's MimicGen setting, H = 16 for DP-C/DP-MLP and
+    10 for the transformers), compile time separately; timed with jax.block_until_ready after
+    one warm-up step;
+  * sampling latency for one observation: DDPM-100, DDIM-10, flow-10;
+  * window-loader throughput (low-dim and 84x84 image windows) vs what the train step consumes;
+  * the paper's PyTorch heads on this CPU (../shared/notes/platform.md) for comparison.
+Batch: 64 (the paper's), DP-C 16 by default on CPU (--dpc_batch).
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_cpu_use_fusion_emitters=false").strip()
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from decoupled_jax import config_lib  # noqa: E402
+from decoupled_jax.data.episodes import EpisodeData  # noqa: E402
+from decoupled_jax.data.windows import WindowSampler  # noqa: E402
+from decoupled_jax.heads import make_head  # noqa: E402
+from decoupled_jax.pipelines import common  # noqa: E402
+from decoupled_jax.training import trainer  # noqa: E402
+from decoupled_jax.training.policy import make_sample_fn  # noqa: E402
+from decoupled_jax.training.train_state import make_train_step  # noqa: E402
+
+flags.DEFINE_list("backbones", ["dp_mlp", "dp_c", "dp_t", "dp_t_film", "unified"],
+                  "Backbones to time (unified uses --conditioning).")
+flags.DEFINE_string("conditioning", "adaln_zero", "Conditioning of the unified transformer.")
+flags.DEFINE_list("modes", ["normal", "decoupled"], "Training modes to time.")
+flags.DEFINE_integer("batch", 64, "Batch size (the paper's stage-2 batch).")
+flags.DEFINE_integer("dpc_batch", 16, "Batch size for DP-C (the 244 M U-Net) on CPU.")
+flags.DEFINE_integer("steps", 10, "Timed train steps per configuration (after warm-up).")
+flags.DEFINE_integer("sample_reps", 5, "Timed sampling calls per configuration.")
+flags.DEFINE_bool("sampling", True, "Also time single-observation sampling.")
+flags.DEFINE_bool("loader", True, "Also time the window loader.")
+flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
+FLAGS = flags.FLAGS
+
+COND_DIM, N_OBS = 137, 2
+# ../shared/notes/platform.md: the paper's PyTorch heads on this CPU (2 threads, AdamW).
+PYTORCH_REFERENCE_S = {("dp_mlp", 64, "normal"): 0.582, ("dp_mlp", 64, "decoupled"): 0.430,
+                       ("dp_c", 16, "normal"): 7.91, ("dp_c", 16, "decoupled"): 2.19}
+
+
+def make_config(arch, mode):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.backbone = config_lib.backbone_config(arch, FLAGS.conditioning)
+  c.head = config_lib.head_config("diffusion")
+  c.optimizer = config_lib.optimizer_config(arch, "finetune")
+  c.ema = config_lib.ema_config()
+  c.freeze = config_lib.freeze_config("backbone" if mode == "decoupled" else "none")
+  return c
+
+
+def timed(fn, reps):
+  out = fn()                     # warm-up (compiles)
+  jax.block_until_ready(out)
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / reps
+
+
+def bench_train(arch, mode, batch):
+  cfg = make_config(arch, mode)
+  horizon = config_lib.default_horizon(arch)
+  policy, backbone = common.make_policy(cfg, lowdim_keys=("features",))
+  head = make_head(cfg.head)
+  obs = {"features": jnp.zeros((batch, N_OBS, COND_DIM), jnp.float32)}
+  t0 = time.perf_counter()
+  state, tx, _ = trainer.build_initial_state(
+      cfg, policy, obs, (horizon, 10), common.conditioning_patterns(backbone), 1000,
+      common.backbone_no_decay(backbone))
+  init_s = time.perf_counter() - t0
+  step = jax.jit(make_train_step(policy, head, tx), donate_argnums=(0,))
+  rng = np.random.default_rng(0)
+  batch_data = {"obs": {"features": jnp.asarray(rng.uniform(-1, 1, (batch, N_OBS, COND_DIM)),
+                                                jnp.float32)},
+                "actions": jnp.asarray(rng.uniform(-1, 1, (batch, horizon, 10)), jnp.float32)}
+  key = jax.random.PRNGKey(0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch_data, key).compile()
+  compile_s = time.perf_counter() - t0
+  state, m = compiled(state, batch_data, key)          # warm-up
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    state, m = compiled(state, batch_data, key)
+  jax.block_until_ready(state)
+  step_s = (time.perf_counter() - t0) / FLAGS.steps
+  n_params = trainer.count(state.params)
+  n_train = trainer.count(state.ema)
+  ref = PYTORCH_REFERENCE_S.get((arch, batch, mode))
+  return {"backbone": arch, "mode": mode, "batch": batch, "horizon": horizon,
+          "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "samples_per_s": batch / step_s,
+          "compile_s": compile_s, "init_s": init_s, "params": n_params, "trainable": n_train,
+          "pytorch_step_ms": None if ref is None else 1000 * ref,
+          "speedup_vs_pytorch": None if ref is None else ref / step_s}, (policy, state, cfg)
+
+
+def bench_sampling(arch, policy, params):
+  horizon = config_lib.default_horizon(arch)
+  obs = {"features": jnp.zeros((1, N_OBS, COND_DIM), jnp.float32)}
+  out = {}
+  for name, head_cfg in (("ddpm100", dict(type="diffusion", sampler="ddpm", num_inference_steps=100)),
+                         ("ddim10", dict(type="diffusion", sampler="ddim", num_inference_steps=10)),
+                         ("flow10", dict(type="flow", flow_num_steps=10))):
+    head = make_head(head_cfg)
+    sample = jax.jit(make_sample_fn(policy, head, (horizon, 10)))
+    t0 = time.perf_counter()
+    jax.block_until_ready(sample(params, obs, jax.random.PRNGKey(0)))
+    compile_s = time.perf_counter() - t0
+    lat = timed(lambda: sample(params, obs, jax.random.PRNGKey(1)), FLAGS.sample_reps)
+    out[name] = {"latency_ms": 1000 * lat, "compile_s": compile_s}
+  return out
+
+
+def bench_loader(batch):
+  """Window batches/s from in-memory episodes (100 demos x 150 frames)."""
+  rng = np.random.default_rng(0)
+  n_eps, length = 100, 150
+  ends = np.arange(1, n_eps + 1) * length
+  n = int(ends[-1])
+  lowdim = EpisodeData({"actions": rng.normal(size=(n, 10)).astype(np.float32),
+                        "robot0_eef_pos": rng.normal(size=(n, 3)).astype(np.float32),
+                        "object": rng.normal(size=(n, 10)).astype(np.float32)}, ends)
+  images = EpisodeData({"actions": lowdim.fields["actions"],
+                        "agentview_image": rng.integers(0, 255, (n, 84, 84, 3), dtype=np.uint8),
+                        "robot0_eye_in_hand_image": rng.integers(0, 255, (n, 84, 84, 3),
+                                                                 dtype=np.uint8)}, ends)
+  out = {}
+  for name, data, keys in (("lowdim", lowdim, ("robot0_eef_pos", "object")),
+                           ("image", images, ("agentview_image", "robot0_eye_in_hand_image"))):
+    sampler = WindowSampler(data, n_obs_steps=2, horizon=16, n_action_steps=8, obs_keys=keys)
+    sampler.sample(np.random.default_rng(0), batch)
+    reps = 50
+    t0 = time.perf_counter()
+    for i in range(reps):
+      sampler.sample(np.random.default_rng(i), batch)
+    dt = (time.perf_counter() - t0) / reps
+    out[name] = {"batch": batch, "batch_ms": 1000 * dt, "batches_per_s": 1 / dt}
+  return out
+
+
+def main(argv):
+  del argv
+  print(f"JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}; "
+        f"{FLAGS.steps} timed steps per row, compile excluded")
+  results = {"train": [], "sampling": {}, "loader": None, "device": str(jax.devices()[0])}
+  header = (f"{'backbone':<10} {'mode':<10} {'B':>3} {'step ms':>9} {'steps/s':>8} "
+            f"{'samples/s':>10} {'compile s':>9} {'trainable/total':>22} {'PyTorch ms':>10} {'speedup':>8}")
+  print(header)
+  print("-" * len(header))
+  for arch in FLAGS.backbones:
+    batch = FLAGS.dpc_batch if arch == "dp_c" else FLAGS.batch
+    normal_model = None
+    for mode in FLAGS.modes:
+      row, model = bench_train(arch, mode, batch)
+      if mode == "normal":
+        normal_model = model
+      results["train"].append(row)
+      ref = f"{row['pytorch_step_ms']:.0f}" if row["pytorch_step_ms"] else "-"
+      sp = f"{row['speedup_vs_pytorch']:.2f}x" if row["speedup_vs_pytorch"] else "-"
+      print(f"{arch:<10} {mode:<10} {batch:>3} {row['step_ms']:>9.1f} {row['steps_per_s']:>8.2f} "
+            f"{row['samples_per_s']:>10.1f} {row['compile_s']:>9.1f} "
+            f"{row['trainable']:>10,}/{row['params']:<11,} {ref:>10} {sp:>8}", flush=True)
+    if FLAGS.sampling:
+      policy, state, cfg = normal_model or model
+      results["sampling"][arch] = bench_sampling(arch, policy, state.inference_params())
+  if FLAGS.sampling:
+    print("\nsampling latency, one observation (ms): " + "  ".join(
+        f"{a}: " + ", ".join(f"{k} {v['latency_ms']:.1f}" for k, v in s.items())
+        for a, s in results["sampling"].items()))
+  if FLAGS.loader:
+    results["loader"] = bench_loader(FLAGS.batch)
+    fastest = max(r["steps_per_s"] for r in results["train"])
+    print("loader (B=%d): " % FLAGS.batch + ", ".join(
+        f"{k} {v['batches_per_s']:.0f} batches/s" for k, v in results["loader"].items())
+          + f"; the fastest train step consumes {fastest:.1f} batches/s")
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  with open(FLAGS.output, "w") as f:
+    json.dump(results, f, indent=2)
+  print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
