@@ -21,6 +21,7 @@ def get_config(arg=None):
   c.progress = True
   c.tasks = tuple(t for t in a.tasks.split("+") if t)
   c.modes = ("normal", "decoupled")
+  c.seeds = (0,)
 
   c.demos = config_lib.ConfigDict()
   c.demos.dataset_dir = ""      # a folder with <Task>.hdf5 to reuse instead of generating

@@ -60,14 +60,19 @@ def demos_for_task(config, workdir: str, task: str) -> dict:
                        images=bool(d.images), seed=int(d.seed), progress=bool(config.progress))
 
 
-def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_ckpt: str) -> dict:
-  run_dir = os.path.join(workdir, task, mode)
+def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) -> str:
+  return os.path.join(workdir, task, mode if num_seeds == 1 else f"{mode}_seed{seed}")
+
+
+def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_ckpt: str,
+               seed: int) -> dict:
+  run_dir = stage2_dir(workdir, task, mode, seed, len(config.seeds))
   summary_path = os.path.join(run_dir, "summary.json")
   if _done(summary_path):
     logging.info("%s/%s: reusing %s", task, mode, summary_path)
     return json.load(open(summary_path))
   c = ml_collections.ConfigDict(config.stage2.to_dict())
-  c.mode, c.data.dataset, c.data.task = mode, dataset, task
+  c.mode, c.data.dataset, c.data.task, c.seed = mode, dataset, task, int(seed)
   c.stage1_checkpoint = stage1_ckpt if mode == "decoupled" else ""
   c.progress = config.progress
   return finetune.train_and_evaluate(c, run_dir, resume=_resume_flag(run_dir))
@@ -75,10 +80,10 @@ def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_
 
 def results_rows(stage1: dict, runs: dict) -> list[dict]:
   rows = []
-  for (task, mode), s in runs.items():
+  for (task, mode, seed), s in runs.items():
     e = s.get("eval", {})
     rows.append({
-        "task": task, "mode": mode, "backbone": s["backbone"],
+        "task": task, "mode": mode, "seed": seed, "backbone": s["backbone"],
         "success_rate": e.get("success_rate"), "ci95": e.get("ci95"),
         "episodes": e.get("num_episodes", 0), "mean_episode_length": e.get("mean_episode_length"),
         "trainable_params": s["num_trainable"], "total_params": s["num_params"],
@@ -86,19 +91,21 @@ def results_rows(stage1: dict, runs: dict) -> list[dict]:
         "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
         "stage1_wall_time_s": stage1["wall_time_s"] if mode == "decoupled" else None,
         "stage1_steps_per_s": stage1["steps_per_s"] if mode == "decoupled" else None,
+        "run_dir": s["run_dir"],
     })
   return rows
 
 
 def markdown_table(rows: list[dict], stage1: dict) -> str:
-  head = ("| task | mode | backbone | success | 95% CI | episodes | trainable / total params | "
-          "train time | steps/s |\n|---|---|---|---|---|---|---|---|---|\n")
+  head = ("| task | mode | seed | backbone | success | 95% CI | episodes | "
+          "trainable / total params | train time | steps/s |\n"
+          "|---|---|---|---|---|---|---|---|---|---|\n")
   lines = []
   for r in rows:
     ci = r["ci95"] or [float("nan")] * 2
     sr = r["success_rate"]
     lines.append(
-        f"| {r['task']} | {r['mode']} | {r['backbone']} | "
+        f"| {r['task']} | {r['mode']} | {r['seed']} | {r['backbone']} | "
         f"{'n/a' if sr is None else f'{100 * sr:.0f}%'} | {100 * ci[0]:.0f}–{100 * ci[1]:.0f}% | "
         f"{r['episodes']} | {r['trainable_params']:,} / {r['total_params']:,} | "
         f"{r['train_wall_time_s']:.0f} s | {r['steps_per_s']:.1f} |")
@@ -117,15 +124,16 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
   import matplotlib.pyplot as plt
   fig, (ax_loss, ax_bar) = plt.subplots(1, 2, figsize=(11, 4))
   for r in rows:
-    metrics = os.path.join(workdir, r["task"], r["mode"], "metrics.jsonl")
+    metrics = os.path.join(r["run_dir"], "metrics.jsonl")
     if not os.path.exists(metrics):
       continue
     pts = [json.loads(l) for l in open(metrics)]
     pts = [p for p in pts if "loss" in p]
-    ax_loss.plot([p["step"] for p in pts], [p["loss"] for p in pts], label=f"{r['task']} {r['mode']}")
+    ax_loss.plot([p["step"] for p in pts], [p["loss"] for p in pts],
+                 label=f"{r['task']} {r['mode']} (seed {r['seed']})")
   ax_loss.set_xlabel("step"); ax_loss.set_ylabel("training loss (ε-MSE)"); ax_loss.set_yscale("log")
   ax_loss.legend(); ax_loss.set_title("stage-2 training loss")
-  labels = [f"{r['task']}\n{r['mode']}" for r in rows]
+  labels = [f"{r['task']}\n{r['mode']}\nseed {r['seed']}" for r in rows]
   sr = [100 * (r["success_rate"] or 0) for r in rows]
   err = [[100 * ((r["success_rate"] or 0) - r["ci95"][0]) for r in rows],
          [100 * (r["ci95"][1] - (r["success_rate"] or 0)) for r in rows]] if all(
@@ -151,10 +159,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     t = time.time()
     demos[task] = demos_for_task(config, workdir, task)
     timings[f"demos_{task}_s"] = time.time() - t
-    for mode in config.modes:
-      t = time.time()
-      runs[(task, mode)] = run_stage2(config, workdir, task, mode, demos[task]["output"], stage1_ckpt)
-      timings[f"{task}_{mode}_s"] = time.time() - t
+    for seed in config.seeds:
+      for mode in config.modes:
+        t = time.time()
+        runs[(task, mode, seed)] = run_stage2(config, workdir, task, mode, demos[task]["output"],
+                                              stage1_ckpt, seed)
+        runs[(task, mode, seed)]["run_dir"] = stage2_dir(workdir, task, mode, seed,
+                                                         len(config.seeds))
+        timings[f"{task}_{mode}_seed{seed}_s"] = time.time() - t
   rows = results_rows(stage1, runs)
   timings["total_s"] = time.time() - t0
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
