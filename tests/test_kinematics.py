@@ -175,6 +175,18 @@ def test_generator_jp(sampler, model_info):
   # the generator runs inside a jitted function with no host round-trip.
 
 
+def test_generator_keeps_end_effector_in_workspace_box(sampler):
+  """Via-points are chosen inside the position-normalisation box, so most frames (all but the
+  excursions between via-points) normalise into [-1, 1]; without the box far fewer do."""
+  lo, hi = (np.asarray(b) for b in sampler.config.workspace_box)
+  pos = np.asarray(sampler(jax.random.PRNGKey(5), 256)[1])[..., :3].reshape(-1, 3)
+  inside = np.all((pos >= lo) & (pos <= hi), axis=-1).mean()
+  free = trajectories.make_fk_window_sampler(dict(horizon=16, workspace_box=()))
+  pos_free = np.asarray(free(jax.random.PRNGKey(5), 256)[1])[..., :3].reshape(-1, 3)
+  inside_free = np.all((pos_free >= lo) & (pos_free <= hi), axis=-1).mean()
+  assert inside > 0.8 and inside_free < 0.7, (inside, inside_free)
+
+
 def test_generator_eepose_h10(model_info):
   model, info = model_info
   s = trajectories.make_fk_window_sampler(dict(horizon=10, signal="eepose"))

@@ -67,6 +67,15 @@ class FKWindowConfig:
   vel_margin: float = 0.9                    # applied to velocity and acceleration limits
   gripper_switch_prob: float = 0.05
   p_close: float = 0.5
+  # Keep the end effector in the manipulation workspace: every via-point is chosen among
+  # `via_candidates` joint draws as the first whose grip-site position lies in
+  # `workspace_box` (min xyz, max xyz; world frame) shrunk by `box_margin`, else the one
+  # closest to it. Empty box = no constraint. Default: the fixed position-normalisation box
+  # shared by stage 1 and stage 2 (data/normalizer.py ABCDEFGH stats), so normalised targets
+  # lie in [-1, 1] like the stage-2 actions.
+  workspace_box: tuple = ((-0.51499, -0.47873, 0.80850), (0.28912, 0.44042, 1.22350))
+  box_margin: float = 0.02
+  via_candidates: int = 16
 
   def __post_init__(self):
     if self.signal not in SIGNALS:
@@ -79,6 +88,13 @@ class FKWindowConfig:
       raise ValueError("horizon must be >= 1")
     object.__setattr__(self, "workspace_std", tuple(float(v) for v in self.workspace_std))
     object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
+    object.__setattr__(self, "workspace_box",
+                       tuple(tuple(float(x) for x in row) for row in self.workspace_box))
+    if self.workspace_box and (len(self.workspace_box) != 2 or
+                               any(len(r) != 3 for r in self.workspace_box)):
+      raise ValueError("workspace_box must be ((xmin, ymin, zmin), (xmax, ymax, zmax)) or ()")
+    if self.via_candidates < 1:
+      raise ValueError("via_candidates must be >= 1")
 
   @property
   def segments(self) -> int:
@@ -134,17 +150,35 @@ def _min_jerk(tau):
   return tau ** 3 * (10.0 + tau * (-15.0 + 6.0 * tau))
 
 
-def sample_joint_windows(rng, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int):
-  """Joint windows (B, H, 7) and gripper commands (B, H) [pure; jit with static cfg/B]."""
+def _choose_in_box(candidates, params, cfg: FKWindowConfig):
+  """candidates (B, K+1, C, 7) -> (B, K+1, 7): the first candidate whose end effector is
+  inside the (shrunk) workspace box, else the one nearest to the box."""
+  pos, _ = fk_pose(params, candidates, cfg)                               # (B, K+1, C, 3)
+  lo = jnp.asarray(cfg.workspace_box[0], jnp.float32) + cfg.box_margin
+  hi = jnp.asarray(cfg.workspace_box[1], jnp.float32) - cfg.box_margin
+  outside = jnp.sum(jnp.maximum(lo - pos, 0.0) + jnp.maximum(pos - hi, 0.0), axis=-1)
+  # argmin picks the first exact zero (inside), otherwise the smallest violation.
+  best = jnp.argmin(outside, axis=-1)                                     # (B, K+1)
+  return jnp.take_along_axis(candidates, best[..., None, None], axis=2)[:, :, 0]
+
+
+def sample_joint_windows(rng, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int,
+                         params=None):
+  """Joint windows (B, H, 7) and gripper commands (B, H) [pure; jit with static cfg/B].
+  `params` (the FK model arrays) is needed when `cfg.workspace_box` constrains via-points."""
   # All randomness comes from ONE 2-D uniform draw: XLA:CPU compiles threefry for a 2-D shape
   # in well under a second but takes seconds per call for several (or 3-D) draws.
   k, h = cfg.segments, cfg.horizon
-  sizes = [(k + 1) * 7, (k + 1) * 7, 1, k, 1, 1, h]
+  boxed = bool(cfg.workspace_box) and params is not None
+  c = cfg.via_candidates if boxed else 1
+  sizes = [(k + 1) * c * 7, (k + 1) * c * 7, 1, k, 1, 1, h]
   u = jax.random.uniform(rng, (batch_size, sum(sizes)), jnp.float32)
   u_norm, u_unif, u_comp, u_speed, u_start, u_g0, u_flip = jnp.split(
       u, np.cumsum(sizes)[:-1], axis=1)
-  via = _sample_via_points(u_norm.reshape(batch_size, k + 1, 7),
-                           u_unif.reshape(batch_size, k + 1, 7), u_comp[:, 0], cfg, info)
+  via = _sample_via_points(u_norm.reshape(batch_size, (k + 1) * c, 7),
+                           u_unif.reshape(batch_size, (k + 1) * c, 7), u_comp[:, 0], cfg, info)
+  if boxed:
+    via = _choose_in_box(via.reshape(batch_size, k + 1, c, 7), params, cfg)
   dq = jnp.abs(via[:, 1:] - via[:, :-1])                                   # (B, K, 7)
   vmax = jnp.asarray(info.velocity_limits * cfg.vel_margin, jnp.float32)
   amax = jnp.asarray(info.acceleration_limits * cfg.vel_margin, jnp.float32)
@@ -189,7 +223,7 @@ def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: panda.PandaInfo, b
   params: `panda.kinematics_tree(model)` ('tree') or `mjx.put_model(model)` ('mjx'); pass it
   as a jit argument. cfg, info, batch_size are static.
   """
-  qpos, gripper = sample_joint_windows(rng, cfg, info, batch_size)
+  qpos, gripper = sample_joint_windows(rng, cfg, info, batch_size, params)
   pos, mat = fk_pose(params, qpos, cfg)
   rot6d = mat[..., :2, :].reshape(mat.shape[:-2] + (6,))
   target = jnp.concatenate([pos, rot6d, gripper[..., None]], axis=-1).astype(jnp.float32)
