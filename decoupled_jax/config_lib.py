@@ -45,9 +45,13 @@ def default_horizon(arch: str) -> int:
 
 
 def backbone_config(arch: str, conditioning: str = "adaln_zero", **overrides) -> ConfigDict:
+  """name + every constructor argument (the registry's paper defaults), so that any size can
+  be overridden from the command line, e.g. --config.backbone.kwargs.n_emb=128."""
   if arch not in ARCHS:
     raise ValueError(f"unknown backbone {arch!r}; choose one of {ARCHS}")
-  kwargs = dict(overrides)
+  from decoupled_jax.backbones import BACKBONES
+  kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in BACKBONES[arch][1].items()}
+  kwargs.update(overrides)
   if arch == "unified":
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {CONDITIONINGS}")
@@ -131,6 +135,7 @@ def pretrain_config(**kwargs) -> ConfigDict:
   c.data.signal = a.signal
   c.data.horizon = default_horizon(a.arch)
   c.data.fk = ConfigDict()          # trajectories.FKWindowConfig overrides
+  c.data.position_box = ()          # ((min xyz), (max xyz)); () = the MimicGen stats (spec §6)
 
   c.train = ConfigDict()
   c.train.batch_size = 256
@@ -196,6 +201,7 @@ def finetune_config(**kwargs) -> ConfigDict:
     c.data.image_keys, c.data.lowdim_keys = (), LOWDIM_KEYS
   else:
     raise ValueError(f"obs must be 'lowdim' or 'image', got {a.obs!r}")
+  c.data.position_box = ()          # must equal the stage-1 run's box for decoupled training
   c.data.n_obs_steps = 2
   c.data.horizon = default_horizon(a.arch)
   c.data.n_action_steps = 8

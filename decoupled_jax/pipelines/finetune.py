@@ -14,6 +14,7 @@ low-dim `object` state use data limits; quaternions and rot6d stay raw.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,7 +22,6 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -39,15 +39,41 @@ MODES = ("normal", "decoupled", "random_frozen")
 DATA_LIMIT_KEYS = ("robot0_gripper_qpos", "object", "robot0_joint_pos")
 
 
-def policy_normalizer(episodes, lowdim_keys) -> LimitsNormalizer:
+def position_box(config) -> tuple[np.ndarray, np.ndarray]:
+  """The fixed position-normalisation box (world frame) shared by stage 1 and stage 2;
+  default: the reference's MimicGen stats (spec §1.1, §6)."""
+  box = config.data.get("position_box", None)
+  if not box:
+    return np.asarray(ABCDEFGH_POS_MIN, np.float32), np.asarray(ABCDEFGH_POS_MAX, np.float32)
+  lo, hi = (np.asarray(b, np.float32) for b in box)
+  if lo.shape != (3,) or hi.shape != (3,) or np.any(hi <= lo):
+    raise ValueError(f"config.data.position_box must be ((xmin, ymin, zmin), (xmax, ymax, zmax)) "
+                     f"with max > min, got {box}")
+  return lo, hi
+
+
+def policy_normalizer(episodes, lowdim_keys, box=None) -> LimitsNormalizer:
   """Spec §6 for the fields present: fixed workspace box for positions, data limits for
   gripper_qpos/object/joints, raw quaternions and rot6d."""
-  box = FieldStats.create(ABCDEFGH_POS_MIN, ABCDEFGH_POS_MAX)
-  overrides = {"actions": FieldStats.create(ABCDEFGH_POS_MIN, ABCDEFGH_POS_MAX, dims=slice(0, 3))}
+  lo, hi = box if box is not None else (ABCDEFGH_POS_MIN, ABCDEFGH_POS_MAX)
+  overrides = {"actions": FieldStats.create(lo, hi, dims=slice(0, 3))}
+  box = FieldStats.create(lo, hi)
   if "robot0_eef_pos" in lowdim_keys:
     overrides["robot0_eef_pos"] = box
   fields = {k: None for k in lowdim_keys if k in DATA_LIMIT_KEYS}
   return LimitsNormalizer.fit(episodes, fields, overrides=overrides)
+
+
+def check_stage1_action_scale(stage1_checkpoint: str, norm: LimitsNormalizer) -> None:
+  """A frozen backbone only works on the action scale it was pretrained on: the stage-1 run's
+  action normaliser must equal this run's (same position box)."""
+  meta = ckpt_lib.load_meta(stage1_checkpoint)
+  theirs = LimitsNormalizer.from_dict(meta["normalizer"]).to_dict().get("actions")
+  ours = norm.to_dict()["actions"]
+  if theirs is None or json.dumps(theirs, sort_keys=True) != json.dumps(ours, sort_keys=True):
+    raise ValueError(
+        f"the stage-1 checkpoint {stage1_checkpoint} normalised actions with {theirs}, this run "
+        f"with {ours}; set config.data.position_box to the stage-1 run's box")
 
 
 def freeze_for_mode(config) -> ml_collections.ConfigDict:
@@ -145,7 +171,11 @@ def train_and_evaluate(config, workdir: str, *, resume: bool = False) -> dict:
   if not task:
     raise ValueError(f"config.data.task is empty and {d.dataset} names no env in env_args")
   episodes = prepare_policy_dataset(raw, obs_keys)
-  norm = policy_normalizer(episodes, lowdim_keys)
+  norm = policy_normalizer(episodes, lowdim_keys, position_box(config))
+  train_config = ml_collections.ConfigDict(config.to_dict())
+  train_config.freeze = freeze_for_mode(config)
+  if config.mode == "decoupled":
+    check_stage1_action_scale(config.stage1_checkpoint, norm)
   episodes = prepare_policy_dataset(episodes, obs_keys, convert_actions=False, normalizer=norm)
   sampler = WindowSampler(episodes, n_obs_steps=d.n_obs_steps, horizon=d.horizon,
                           n_action_steps=d.n_action_steps, obs_keys=obs_keys)
@@ -164,8 +194,6 @@ def train_and_evaluate(config, workdir: str, *, resume: bool = False) -> dict:
   policy, backbone = common.make_policy(config, image_keys, lowdim_keys)
   head = common.head_from_config(config)
   example = sampler.sample(np.random.default_rng(0), 1)["obs"]
-  train_config = ml_collections.ConfigDict(config.to_dict())
-  train_config.freeze = freeze_for_mode(config)
   meta = {"stage": "finetune", "mode": config.mode, "task": task,
           "config": common.config_to_dict(config), "normalizer": norm.to_dict(),
           "backbone": config.backbone.name, "image_keys": list(image_keys),

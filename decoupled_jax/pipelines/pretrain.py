@@ -8,9 +8,10 @@ Signals (`config.data.signal`, spec §1.3): 'jp' (joints + gripper, 8-D), 'eepos
 itself, 10-D), 'none' (zeros: an unconditional trajectory model).
 
 Normalisation (limits, spec §1.1): the target's 3 position dims use the fixed workspace box
-shared with stage 2 (`normalizer.ABCDEFGH_POS_MIN/MAX`, the reference's MimicGen stats, which
+shared with stage 2 (`config.data.position_box`, default the reference's MimicGen stats, which
 cover the robosuite table-top workspace in the same world frame), so a frozen backbone sees
-the same action scale in both stages; rot6d and gripper stay raw. The joint condition uses
+the same action scale in both stages; the FK generator keeps its via-points in that box.
+rot6d and gripper stay raw. The joint condition uses
 the Panda's joint limits; eepose conditions use the target's scheme.
 
 Quality metric: sampled end-effector trajectories for held-out generated windows vs the
@@ -28,19 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from decoupled_jax.data import rotation
-from decoupled_jax.data.normalizer import (ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN, FieldStats,
-                                           LimitsNormalizer)
+from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.kinematics import trajectories
 from decoupled_jax.kinematics.demo_pairs import DemoPairWindowSampler, load_demo_pairs
-from decoupled_jax.pipelines import common
+from decoupled_jax.pipelines import common, finetune
 from decoupled_jax.training import trainer
 from decoupled_jax.training.policy import make_sample_fn
 
 COND_KEY = "cond"
 
 
-def stage1_normalizer(signal: str, joint_lower, joint_upper) -> LimitsNormalizer:
-  pos = dict(min=np.asarray(ABCDEFGH_POS_MIN, np.float32), max=np.asarray(ABCDEFGH_POS_MAX, np.float32))
+def stage1_normalizer(signal: str, joint_lower, joint_upper, box) -> LimitsNormalizer:
+  pos = dict(min=np.asarray(box[0], np.float32), max=np.asarray(box[1], np.float32))
   stats = {"actions": FieldStats.create(pos["min"], pos["max"], dims=slice(0, 3))}
   if signal == "jp":
     lo = np.concatenate([np.asarray(joint_lower, np.float32), [-1.0]]).astype(np.float32)
@@ -53,9 +53,10 @@ def stage1_normalizer(signal: str, joint_lower, joint_upper) -> LimitsNormalizer
   return LimitsNormalizer.from_stats(stats)
 
 
-def _fk_config(config) -> trajectories.FKWindowConfig:
+def _fk_config(config, box) -> trajectories.FKWindowConfig:
   fk = dict(config.data.get("fk", {}))
   fk.update(horizon=int(config.data.horizon), signal=config.data.signal)
+  fk.setdefault("workspace_box", tuple(tuple(float(v) for v in b) for b in box))
   return trajectories.FKWindowConfig.from_any(fk)
 
 
@@ -83,9 +84,10 @@ def train_and_evaluate(config, workdir: str, *, resume: bool = False) -> dict:
   os.makedirs(workdir, exist_ok=True)
   horizon, batch = int(config.data.horizon), int(config.train.batch_size)
   signal = config.data.signal
-  fk_cfg = _fk_config(config)
+  box = finetune.position_box(config)
+  fk_cfg = _fk_config(config, box)
   sampler = trajectories.make_fk_window_sampler(fk_cfg)
-  norm = stage1_normalizer(signal, sampler.info.joint_lower, sampler.info.joint_upper)
+  norm = stage1_normalizer(signal, sampler.info.joint_lower, sampler.info.joint_upper, box)
 
   def normalise(cond, target):
     d = norm.normalize({COND_KEY: cond, "actions": target}, fields=list(

@@ -10,7 +10,7 @@ Items of each step:
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -71,5 +71,16 @@ def load_inference_params(directory: str, step: Optional[int] = None) -> tuple[d
   ckpt = Checkpointer(directory, read_only=True, max_to_keep=None)
   try:
     return ckpt.restore_params(step)
+  finally:
+    ckpt.close()
+
+
+def load_meta(directory: str, step: Optional[int] = None) -> dict:
+  """Loads only the JSON meta item (config, normalizer stats) of a run's checkpoint."""
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+  ckpt = Checkpointer(directory, read_only=True, max_to_keep=None)
+  try:
+    return ckpt.restore_meta(step)
   finally:
     ckpt.close()

@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from decoupled_jax.training import checkpoint as ckpt_lib
