@@ -10,7 +10,7 @@ parameters and simply concatenates the low-dim keys (stage 1 / low-dim policies)
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import flax.linen as nn
 import jax

@@ -68,8 +68,8 @@ def check_stage1_action_scale(stage1_checkpoint: str, norm: LimitsNormalizer) ->
   """A frozen backbone only works on the action scale it was pretrained on: the stage-1 run's
   action normaliser must equal this run's (same position box)."""
   meta = ckpt_lib.load_meta(stage1_checkpoint)
-  theirs = LimitsNormalizer.from_dict(meta["normalizer"]).to_dict().get("actions")
-  ours = norm.to_dict()["actions"]
+  theirs = LimitsNormalizer.from_dict(meta["normalizer"]).to_dict()["fields"].get("actions")
+  ours = norm.to_dict()["fields"]["actions"]
   if theirs is None or json.dumps(theirs, sort_keys=True) != json.dumps(ours, sort_keys=True):
     raise ValueError(
         f"the stage-1 checkpoint {stage1_checkpoint} normalised actions with {theirs}, this run "

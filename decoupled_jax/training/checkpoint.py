@@ -36,39 +36,39 @@ class Checkpointer:
         meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def restore_state(self, target_state, step: Optional[int] = None):
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint to resume from in {self.directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    return out.state
-
-  def restore_params(self, step: Optional[int] = None) -> tuple[dict, dict]:
+  def _step(self, step: Optional[int]) -> int:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint found in {self.directory}")
-    out = self.manager.restore(step, args=ocp.args.Composite(
+    return step
+
+  def restore_state(self, target_state, step: Optional[int] = None):
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    return self.manager.restore(self._step(step), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract))).state
+
+  def restore_params(self, step: Optional[int] = None) -> tuple[dict, dict]:
+    out = self.manager.restore(self._step(step), args=ocp.args.Composite(
         params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     return dict(out.params), dict(out.meta)
 
   def restore_meta(self, step: Optional[int] = None) -> dict:
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint found in {self.directory}")
-    return dict(self.manager.restore(step, args=ocp.args.Composite(
+    return dict(self.manager.restore(self._step(step), args=ocp.args.Composite(
         meta=ocp.args.JsonRestore())).meta)
 
   def close(self):
     self.manager.close()
 
 
-def load_inference_params(directory: str, step: Optional[int] = None) -> tuple[dict, dict]:
-  """Loads (params, meta) from a run's checkpoint directory, read-only."""
+def _read_only(directory: str) -> Checkpointer:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-  ckpt = Checkpointer(directory, read_only=True, max_to_keep=None)
+  return Checkpointer(directory, read_only=True, max_to_keep=None)
+
+
+def load_inference_params(directory: str, step: Optional[int] = None) -> tuple[dict, dict]:
+  """Loads (params, meta) from a run's checkpoint directory, read-only."""
+  ckpt = _read_only(directory)
   try:
     return ckpt.restore_params(step)
   finally:
@@ -77,9 +77,7 @@ def load_inference_params(directory: str, step: Optional[int] = None) -> tuple[d
 
 def load_meta(directory: str, step: Optional[int] = None) -> dict:
   """Loads only the JSON meta item (config, normalizer stats) of a run's checkpoint."""
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-  ckpt = Checkpointer(directory, read_only=True, max_to_keep=None)
+  ckpt = _read_only(directory)
   try:
     return ckpt.restore_meta(step)
   finally:
