@@ -109,6 +109,13 @@ def test_stage2_rejects_mismatched_stage1_and_missing_checkpoint(stage1_run, tmp
                     "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'none'}",
                     expect_ok=False)
   assert "config.stage1_checkpoint" in proc.stderr
+  # Another action scale than stage 1 used: a frozen backbone would see other targets.
+  proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
+                    f"--config.stage1_checkpoint={os.path.join(stage1_dir, 'checkpoints')}",
+                    "--config.data.position_box=((-0.3,-0.3,0.8),(0.3,0.3,1.2))",
+                    "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'scale'}",
+                    expect_ok=False)
+  assert proc.returncode != 0 and "config.data.position_box" in proc.stderr
 
 
 @pytest.mark.parametrize("mode", ["normal", "random_frozen"])
