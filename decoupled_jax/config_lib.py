@@ -137,20 +137,27 @@ def pretrain_config(**kwargs) -> ConfigDict:
   c.data.fk = ConfigDict()          # trajectories.FKWindowConfig overrides
   c.data.position_box = ()          # ((min xyz), (max xyz)); () = the MimicGen stats (spec §6)
 
+  # Default: sized for a 2-core CPU (~10 minutes for the full DP-MLP): batch 64, 1500 steps
+  # with learning rate 1e-3. `paper`: batch 256, 45 k steps (6 epochs of 1.93 M frames), 1e-4.
   c.train = ConfigDict()
-  c.train.batch_size = 256
-  c.train.num_steps = 3000
+  c.train.batch_size = 64
+  c.train.num_steps = 1500
   c.train.log_every = 50
-  c.train.checkpoint_every = 1000
+  c.train.checkpoint_every = 500
   c.train.eval_every = 0
   c.train.max_checkpoints = 2
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
 
   c.eval = ConfigDict()
   c.eval.num_windows = 256
 
   if a.paper:
+    c.train.batch_size = 256
     c.train.num_steps = 45_000
     c.train.checkpoint_every = 7_500
+    c.optimizer.learning_rate = 1e-4
+    c.optimizer.warmup_steps = 500
   if a.debug:
     c.backbone.kwargs.update(debug_backbone_kwargs(a.arch))
     c.train.batch_size = 8
