@@ -113,6 +113,12 @@ def debug_backbone_kwargs(arch: str) -> dict:
   return {"n_layer": 2, "n_head": 2, "n_emb": 32}
 
 
+def _train_config(batch_size: int, num_steps: int, checkpoint_every: int) -> ConfigDict:
+  return ConfigDict({"batch_size": batch_size, "num_steps": num_steps, "log_every": 50,
+                     "checkpoint_every": checkpoint_every, "eval_every": 0,
+                     "max_checkpoints": 2})
+
+
 PRETRAIN_ARGS = dict(arch="dp_mlp", cond="adaln_zero", head="diffusion", signal="jp",
                      source="generated", hdf5="", steps=0, batch=0, debug=False, paper=False)
 
@@ -139,13 +145,7 @@ def pretrain_config(**kwargs) -> ConfigDict:
 
   # Default: sized for a 2-core CPU (~10 minutes for the full DP-MLP): batch 64, 1500 steps
   # with learning rate 1e-3. `paper`: batch 256, 45 k steps (6 epochs of 1.93 M frames), 1e-4.
-  c.train = ConfigDict()
-  c.train.batch_size = 64
-  c.train.num_steps = 1500
-  c.train.log_every = 50
-  c.train.checkpoint_every = 500
-  c.train.eval_every = 0
-  c.train.max_checkpoints = 2
+  c.train = _train_config(batch_size=64, num_steps=1500, checkpoint_every=500)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100
 
@@ -213,13 +213,7 @@ def finetune_config(**kwargs) -> ConfigDict:
   c.data.horizon = default_horizon(a.arch)
   c.data.n_action_steps = 8
 
-  c.train = ConfigDict()
-  c.train.batch_size = 64
-  c.train.num_steps = 5000
-  c.train.log_every = 50
-  c.train.checkpoint_every = 1000
-  c.train.eval_every = 0
-  c.train.max_checkpoints = 2
+  c.train = _train_config(batch_size=64, num_steps=5000, checkpoint_every=1000)
 
   c.eval = ConfigDict()
   c.eval.num_episodes = 50
