@@ -14,8 +14,9 @@ Batch: 64 (the paper's), DP-C 16 by default on CPU (--dpc_batch).
 """
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_use_fusion_emitters=false").strip()
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before jax/mujoco are imported
 
 import json  # noqa: E402
 import time  # noqa: E402

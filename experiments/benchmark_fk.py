@@ -8,9 +8,9 @@ windows/s per batch size and the first-batch latency of a fresh sampler (build +
 import os
 
 # Must precede the jax import: MJX is 50-400x slower on XLA:CPU with the fusion emitters.
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_cpu_use_fusion_emitters" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_cpu_use_fusion_emitters=false").strip()
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before jax/mujoco are imported
 
 import json  # noqa: E402
 import platform  # noqa: E402

@@ -8,9 +8,9 @@ latency, env steps/s, per-episode records) and mp4 videos of the first --num_vid
 """
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_use_fusion_emitters=false").strip()
-os.environ.setdefault("MUJOCO_GL", "egl")
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before jax/mujoco are imported
 
 from absl import app, flags  # noqa: E402
 import ml_collections  # noqa: E402

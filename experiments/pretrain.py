@@ -3,10 +3,10 @@
   python experiments/pretrain.py --config=configs/pretrain.py:arch=dp_mlp,signal=jp \
       --workdir=workdirs/stage1 [--resume]
 """
-import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_use_fusion_emitters=false").strip()  # MJX speed on CPU
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before jax/mujoco are imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -4,11 +4,10 @@
       --config.data.dataset=DEMOS.hdf5 --config.stage1_checkpoint=STAGE1/checkpoints \
       --workdir=workdirs/lift_decoupled [--resume]
 """
-import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_use_fusion_emitters=false").strip()
-os.environ.setdefault("MUJOCO_GL", "egl")
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before jax/mujoco are imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

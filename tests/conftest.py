@@ -5,10 +5,9 @@ CPU fusion emitters (../shared/notes/platform.md); the flag does not slow ordina
 """
 import os
 
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_cpu_use_fusion_emitters" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_cpu_use_fusion_emitters=false").strip()
-os.environ.setdefault("MUJOCO_GL", "egl")
+from decoupled_jax.runtime import configure_environment  # noqa: E402
+
+configure_environment()
 
 import pathlib  # noqa: E402
 
