@@ -1,22 +1,26 @@
-"""The paper's MimicGen setting (spec §1.1, §2.3, §5, §7.1, §10) for GPU/TPU machines.
+r"""The paper's MimicGen setting (docs/method.md §1.1, §2.3, §5, §7.1, §10) for GPU/TPU machines.
 
   python experiments/paper.py --config=configs/paper_mimicgen.py:arch=dp_c --workdir=...
 
 * stage 1: the chosen backbone at full size on on-device FK data, batch 256, 45 k steps
   (the paper's 6 epochs of 1.93 M demo frames); `source=demos,hdf5=...` uses demo pairs;
 * demonstrations: 1000 scripted demos per task with 84x84 agentview + eye-in-hand images
-  (or `demos_dir=` a folder of <Task>.hdf5 files, e.g. real MimicGen data);
-* stage 2 / normal: image observations (two ResNet-18-GN encoders, spec §4.1), batch 64,
+  (or `demos_dir=` a folder of <Task>.hdf5 files, e.g. converted MimicGen data);
+* stage 2 / normal: image observations (two ResNet-18-GN encoders, §4.1), batch 64,
   50 epochs (steps = 50 x frames / 64), closed-loop evaluation with 50 episodes, 3 seeds.
 
 Expected cost (estimates from our measurements, not runs of this config): on the 2-core CPU
-DP-C trains at ~2.9 s/step (B=16), so this setting is for accelerators: the paper's own
+DP-C trains at ~1.3-2.9 s/step (B=16), so this setting is for accelerators: the paper's own
 runs took on the order of a GPU-day per task and seed for DP-C. Stage-1 DP-MLP at batch 256
 is ~1.3 s/step on 2 CPU cores (~16 h for 45 k steps). Demonstrations with images are
 generated at ~5 demos/min per process (robosuite rendering); plan ~3-4 h per task with
 2 processes, or reuse a dataset with `demos_dir=`.
 """
+import os
+
 from decoupled_jax import config_lib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(arg=None):
@@ -37,10 +41,9 @@ def get_config(arg=None):
   c.demos.images = True
   c.demos.seed = 0
 
-  c.stage1 = config_lib.pretrain_config(arch=a.arch, cond=a.cond, head=a.head, signal="jp",
-                                        paper=True)
-  c.stage2 = config_lib.finetune_config(arch=a.arch, cond=a.cond, head=a.head, obs="image",
-                                        paper=True)
+  model = f"arch={a.arch},cond={a.cond},head={a.head}"
+  c.stage1 = config_lib.from_file(os.path.join(HERE, "pretrain.py"), f"{model},signal=jp,paper")
+  c.stage2 = config_lib.from_file(os.path.join(HERE, "train.py"), f"{model},obs=image,paper")
   c.stage2.train.num_steps = a.stage2_steps
   c.stage2.train.eval_every = max(a.stage2_steps // 50, 1)
   c.stage2.eval.num_episodes = 50

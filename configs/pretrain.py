@@ -1,4 +1,4 @@
-"""Stage 1: pretrain an action expert on forward-kinematics data (spec §1, §5, §10).
+r"""Stage 1: pretrain an action expert on forward-kinematics data (docs/method.md §1, §5, §10).
 
   python experiments/pretrain.py --config=configs/pretrain.py:arch=dp_mlp,head=diffusion,signal=jp \
       --workdir=workdirs/stage1_dp_mlp
@@ -8,19 +8,55 @@ Arguments (comma-separated key=value after the colon):
   cond     unified conditioning: adaln_zero | adaln | ada_rms_norm | film | additive |
            cross_attn | prefix | lora_cond                         (default adaln_zero)
   head     diffusion | flow                                          (default diffusion)
-  signal   jp | eepose | none   (spec §1.3)                          (default jp)
-  source   generated (MJX FK, on device) | demos (robomimic HDF5 pairs, needs hdf5=)
+  signal   jp | eepose | none   (§1.3)                               (default jp)
+  source   generated (FK on device) | demos (robomimic HDF5 pairs, needs hdf5=)
   hdf5     path of a robomimic/MimicGen HDF5 for source=demos
   steps    number of train steps (0 = the preset's)
   batch    batch size (0 = the preset's)
+  paper    the paper's budget (batch 256, 6 epochs of 1.93 M frames ~ 45 k steps, lr 1e-4)
   debug    tiny model and a few steps, for smoke tests
 
-The paper's run is batch 256 for 6 epochs of 1.93 M frames (about 45 k steps) at learning
-rate 1e-4; `paper` selects it. The default is sized for a 2-core CPU: batch 64, 1500 steps,
-learning rate 1e-3 (about 10 minutes for the full-size DP-MLP).
+Every other key (and its default) is declared in decoupled_jax/config_lib.py; override any of
+them with --config.a.b=value.
 """
 from decoupled_jax import config_lib
 
 
 def get_config(arg=None):
-  return config_lib.pretrain_config(**config_lib.parse_arg(arg, **config_lib.PRETRAIN_ARGS))
+  a = config_lib.parse_arg(arg, arch="dp_mlp", cond="adaln_zero", head="diffusion",
+                           signal="jp", source="generated", hdf5="", steps=0, batch=0,
+                           paper=False, debug=False)
+  c = config_lib.pretrain_config(a.arch, a.cond, a.head, a.signal, a.source)
+  c.data.dataset = a.hdf5
+
+  # Default: sized for a 2-core CPU (~10 minutes for the full DP-MLP).
+  c.train.batch_size = 64
+  c.train.num_steps = 1500
+  c.train.checkpoint_every = 500
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
+  c.eval.num_windows = 256
+
+  if a.paper:
+    c.train.batch_size = 256
+    c.train.num_steps = 45_000
+    c.train.checkpoint_every = 7_500
+    c.optimizer.learning_rate = 1e-4
+    c.optimizer.warmup_steps = 500
+  if a.debug:
+    c.backbone.kwargs.update(config_lib.debug_backbone_kwargs(a.arch))
+    c.train.batch_size = 8
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.optimizer.warmup_steps = 2
+    c.eval.num_windows = 8
+    c.head.sampler = "ddim"
+    c.head.num_inference_steps = 4
+    c.head.flow_num_steps = 4
+    c.progress = False
+  if a.steps:
+    c.train.num_steps = a.steps
+  if a.batch:
+    c.train.batch_size = a.batch
+  return c

@@ -1,18 +1,24 @@
-"""The main job on a 2-core CPU in about 20 minutes: the paper's central claim at small scale.
+r"""The main job on a 2-core CPU in about 20 minutes: the paper's central claim at small scale.
 
   python experiments/paper.py --config=configs/quickstart.py --workdir=workdirs/quickstart
 
-Chain: MJX forward-kinematics data -> stage-1 DP-MLP (diffusion head, 4000 steps) -> 100
-scripted Lift demonstrations (low-dim observations) -> stage-2 decoupled (frozen
+Chain: on-device forward-kinematics data -> stage-1 DP-MLP (diffusion head, 4000 steps) ->
+100 scripted Lift demonstrations (low-dim observations) -> stage-2 decoupled (frozen
 FK-pretrained backbone) and normal (end to end) with the same seed and budget (3000 steps,
 batch 64) -> 50 closed-loop episodes each, sampled with DDIM-10.
 
 The DP-MLP here is narrower than the paper's (n_emb 128, 4 blocks: ~0.5 M backbone params
 instead of 4.8 M) and trains with learning rate 1e-3 (the paper: 1e-4 over ~50 k steps) so
-that both modes train in minutes on 2 cores; `configs/paper_mimicgen.py` is the full setting. Arguments: `debug` (a smoke-test sized chain: tiny model, 2 demos,
-1 episode), `full_mlp` (the paper's DP-MLP size; ~4x slower), `tasks=Lift+Stack`.
+that both modes train in minutes on 2 cores; `configs/paper_mimicgen.py` is the full setting.
+Arguments: `debug` (a smoke-test sized chain: the debug presets of configs/pretrain.py and
+configs/train.py, 2 demos, 1 episode), `full_mlp` (the paper's DP-MLP size; ~4x slower),
+`tasks=Lift+Stack`, `head=flow`.
 """
+import os
+
 from decoupled_jax import config_lib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(arg=None):
@@ -32,7 +38,7 @@ def get_config(arg=None):
   c.demos.seed = 0
 
   small = {} if a.full_mlp else {"n_emb": 128, "n_layer": 4}
-  c.stage1 = config_lib.pretrain_config(arch="dp_mlp", head=a.head, signal="jp")
+  c.stage1 = config_lib.from_file(os.path.join(HERE, "pretrain.py"), f"head={a.head}")
   c.stage1.backbone.kwargs.update(small)
   # More, smaller updates: at 2000 x 128 the FK error was 136 mm and the decoupled policy
   # reached 66 % on Lift; at 4000 x 64 (same samples, same wall time) 117 mm and 96 %.
@@ -45,7 +51,7 @@ def get_config(arg=None):
   c.stage1.optimizer.learning_rate = 1e-3
   c.stage1.optimizer.warmup_steps = 100
 
-  c.stage2 = config_lib.finetune_config(arch="dp_mlp", head=a.head, obs="lowdim")
+  c.stage2 = config_lib.from_file(os.path.join(HERE, "train.py"), f"head={a.head},obs=lowdim")
   c.stage2.backbone.kwargs.update(small)
   c.stage2.train.batch_size = 64
   c.stage2.train.num_steps = 3000
@@ -63,8 +69,7 @@ def get_config(arg=None):
   if a.debug:
     c.demos.num_demos = 2
     c.demos.num_workers = 1
-    c.stage1 = config_lib.pretrain_config(arch="dp_mlp", head=a.head, debug=True)
-    c.stage2 = config_lib.finetune_config(arch="dp_mlp", head=a.head, debug=True)
-    c.stage1.progress = c.stage2.progress = False
+    c.stage1 = config_lib.from_file(os.path.join(HERE, "pretrain.py"), f"head={a.head},debug")
+    c.stage2 = config_lib.from_file(os.path.join(HERE, "train.py"), f"head={a.head},debug")
     c.progress = False
   return c

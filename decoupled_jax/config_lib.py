@@ -1,9 +1,20 @@
-"""Building blocks for the ml_collections configs in `configs/` (one get_config per
-experiment, big_vision style). Values follow spec §5 per architecture and stage.
+"""The config schema: every key the library reads, declared once with its default.
+
+`pretrain_config(...)` (stage 1) and `finetune_config(...)` (stage 2 / normal / random-frozen)
+return complete ConfigDicts; the files in `configs/` start from them and write out the values
+an experiment sets (big_vision style), so a reader sees every value in one file. The library
+reads keys as attributes, never with a fallback default. `validate(config)` checks every
+value before any work starts and raises `ConfigError` naming the field. Values follow
+docs/method.md §5 and §10 per architecture and stage.
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
+import numpy as np
+
+from decoupled_jax.errors import ConfigError
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -11,6 +22,16 @@ TRANSFORMER_ARCHS = ("dp_t", "dp_t_film", "unified")
 ARCHS = ("dp_c", "dp_mlp") + TRANSFORMER_ARCHS
 CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cross_attn",
                  "prefix", "lora_cond")
+STAGES = ("pretrain", "finetune")
+MODES = ("normal", "decoupled", "random_frozen")   # stage 2's freeze knob
+SIGNALS = ("jp", "eepose", "none")                  # stage-1 condition (docs/method.md §1.3)
+SOURCES = ("generated", "demos")                    # stage-1 data
+FORMATS = ("robomimic", "rlds", "lerobot")          # stage-2 dataset formats
+RNG_IMPLS = ("unsafe_rbg", "threefry2x32", "rbg")
+LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
+IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+KNOWN_LOWDIM_KEYS = LOWDIM_KEYS + ("robot0_joint_pos",)
 
 
 def parse_arg(arg: str | None, **defaults) -> ConfigDict:
@@ -24,7 +45,7 @@ def parse_arg(arg: str | None, **defaults) -> ConfigDict:
       continue
     key, eq, value = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+      raise ConfigError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
     if not eq:
       out[key] = True
       continue
@@ -40,49 +61,58 @@ def parse_arg(arg: str | None, **defaults) -> ConfigDict:
   return out
 
 
+def from_file(path: str, arg: str | None = None) -> ConfigDict:
+  """`get_config(arg)` of a config file, e.g. a chain config reusing configs/pretrain.py's
+  presets (`from_file(os.path.join(os.path.dirname(__file__), "pretrain.py"), "debug")`)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 def default_horizon(arch: str) -> int:
   return 10 if arch in TRANSFORMER_ARCHS else 16
 
 
-def backbone_config(arch: str, conditioning: str = "adaln_zero", **overrides) -> ConfigDict:
-  """name + every constructor argument (the registry's paper defaults), so that any size can
+def default_position_box() -> tuple:
+  """The shared position-normalisation box (docs/method.md §6): the reference's MimicGen
+  end-effector stats, in robosuite's world frame."""
+  from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN
+  return (tuple(float(v) for v in ABCDEFGH_POS_MIN), tuple(float(v) for v in ABCDEFGH_POS_MAX))
+
+
+def backbone_config(arch: str, conditioning: str = "adaln_zero") -> ConfigDict:
+  """name + every constructor argument with the registry's paper defaults, so any size can
   be overridden from the command line, e.g. --config.backbone.kwargs.n_emb=128."""
   if arch not in ARCHS:
-    raise ValueError(f"unknown backbone {arch!r}; choose one of {ARCHS}")
+    raise ConfigError(f"config.backbone.name: unknown backbone {arch!r}; choose one of {ARCHS}")
   from decoupled_jax.backbones import BACKBONES
   kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in BACKBONES[arch][1].items()}
-  kwargs.update(overrides)
   if arch == "unified":
     if conditioning not in CONDITIONINGS:
-      raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {CONDITIONINGS}")
+      raise ConfigError(f"config.backbone.kwargs.conditioning: unknown conditioning "
+                        f"{conditioning!r}; choose one of {CONDITIONINGS}")
     kwargs["conditioning"] = conditioning
   return ConfigDict({"name": arch, "kwargs": kwargs})
 
 
-def head_config(head: str = "diffusion", sampler: str = "ddpm") -> ConfigDict:
-  if head not in ("diffusion", "flow"):
-    raise ValueError(f"head must be 'diffusion' or 'flow', got {head!r}")
-  return ConfigDict({
-      "type": head,
-      "num_train_steps": 100,
-      "beta_schedule": "squaredcos_cap_v2",
-      "prediction_type": "epsilon",
-      "sampler": sampler,               # 'ddpm' (100 steps, the MimicGen setting) or 'ddim'
-      "num_inference_steps": 100 if sampler == "ddpm" else 10,
-      "clip_sample": True,
-      "num_noise_samples": 1,
-      "flow_num_steps": 10,
-      "time_scale": 100.0,
-  })
+def head_config(head: str = "diffusion") -> ConfigDict:
+  """Every head key (defaults from the head dataclasses, `heads.head_defaults`)."""
+  from decoupled_jax.heads import HEAD_TYPES, head_defaults
+  if head not in HEAD_TYPES:
+    raise ConfigError(f"config.head.type must be one of {HEAD_TYPES}, got {head!r}")
+  return ConfigDict(dict(head_defaults(), type=head))
 
 
 def optimizer_config(arch: str, stage: str) -> ConfigDict:
-  """AdamW groups, betas and decay per spec §5 (stage: 'pretrain' | 'finetune')."""
+  """AdamW groups, betas and decay per docs/method.md §5 (stage: 'pretrain' | 'finetune')."""
   c = ConfigDict({"learning_rate": 1e-4, "eps": 1e-8, "warmup_steps": 500, "schedule": "cosine",
-                  "encoder_weight_decay": 1e-6})
-  # Which backbone leaves escape decay is the backbone's own NO_WEIGHT_DECAY_PATTERNS;
-  # `no_decay_patterns` adds regexes over full paths.
-  c.no_decay_patterns = ()
+                  "encoder_weight_decay": 1e-6,
+                  # Regexes over full paths escaping decay, besides the backbone's own
+                  # NO_WEIGHT_DECAY_PATTERNS.
+                  "no_decay_patterns": ()})
   if arch == "dp_c":
     c.update(b1=0.95, b2=0.999, weight_decay=1e-6)
   elif arch == "dp_mlp":
@@ -93,15 +123,77 @@ def optimizer_config(arch: str, stage: str) -> ConfigDict:
   return c
 
 
-def ema_config() -> ConfigDict:
-  return ConfigDict({"enabled": True, "power": 0.75, "max_decay": 0.9999})
+def _common(stage: str, arch: str, cond: str, head: str) -> ConfigDict:
+  c = ConfigDict()
+  c.stage = stage
+  c.seed = 42 if stage == "pretrain" else 0
+  # 'unsafe_rbg': 8x faster dropout masks on XLA:CPU than threefry; 'threefry2x32' gives
+  # bits independent of the device partitioning.
+  c.rng_impl = "unsafe_rbg"
+  c.progress = True
+  c.backbone = backbone_config(arch, cond)
+  c.head = head_config(head)
+  c.optimizer = optimizer_config(arch, stage)
+  c.ema = ConfigDict({"enabled": True, "power": 0.75, "max_decay": 0.9999})
+  c.train = ConfigDict({"batch_size": 64, "num_steps": 5000, "log_every": 50,
+                        "checkpoint_every": 1000, "eval_every": 0, "max_checkpoints": 2})
+  # Regexes over full param paths frozen / kept trainable in addition to what the stage
+  # freezes (trainable wins), e.g. DP-T on LIBERO: extra_frozen=('^backbone/pos_emb$',).
+  c.freeze = ConfigDict({"extra_frozen": (), "extra_trainable": ()})
+  return c
 
 
-def freeze_config(mode: str = "none", init_from: str = "") -> ConfigDict:
-  """mode 'none' = normal training; 'backbone' = stage 2 (decoupled) or, with no
-  init_from, the random_frozen control."""
-  return ConfigDict({"mode": mode, "init_from": init_from, "copy_conditioning_biases": True,
-                     "extra_trainable": (), "extra_frozen": ()})
+def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = "diffusion",
+                    signal: str = "jp", source: str = "generated") -> ConfigDict:
+  """Stage 1 (docs/method.md §1): an action expert on observation-free FK windows."""
+  from decoupled_jax.kinematics.trajectories import FKWindowConfig
+  c = _common("pretrain", arch, cond, head)
+  c.data = ConfigDict()
+  c.data.source = source            # 'generated': on-device FK; 'demos': (joint, pose) pairs
+  c.data.dataset = ""               # robomimic HDF5 for source='demos'
+  c.data.signal = signal
+  c.data.horizon = default_horizon(arch)
+  c.data.position_box = default_position_box()   # must equal the stage-2 runs' box
+  # The FK trajectory generator (kinematics/trajectories.py FKWindowConfig); horizon, signal
+  # and the workspace box come from the keys above.
+  fk = {f: getattr(FKWindowConfig(), f) for f in FKWindowConfig.__dataclass_fields__
+        if f not in ("horizon", "signal", "workspace_box")}
+  c.data.fk = ConfigDict(fk)
+  c.eval = ConfigDict({"num_windows": 256})   # held-out FK windows sampled at the end
+  return c
+
+
+def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "adaln_zero",
+                    head: str = "diffusion", obs: str = "lowdim") -> ConfigDict:
+  """Stage 2 / normal / random-frozen on demonstrations (docs/method.md §2, §4, §7)."""
+  c = _common("finetune", arch, cond, head)
+  c.mode = mode                     # the freeze knob: normal | decoupled | random_frozen
+  c.stage1_checkpoint = ""          # checkpoints/ of an experiments/pretrain.py run (decoupled)
+  c.data = ConfigDict()
+  c.data.dataset = ""
+  c.data.format = "robomimic"       # robomimic | rlds | lerobot
+  c.data.key_map = ConfigDict()     # policy key -> dataset key, e.g. agentview_image=agentview_rgb
+  c.data.filter_key = ""            # robomimic mask (e.g. 'train'); '' = every demo
+  c.data.task = ""                  # '' = the dataset's env_args env_name
+  if obs == "image":
+    c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, IMAGE_LOWDIM_KEYS
+  elif obs == "lowdim":
+    c.data.image_keys, c.data.lowdim_keys = (), LOWDIM_KEYS
+  else:
+    raise ConfigError(f"obs must be 'lowdim' or 'image', got {obs!r}")
+  c.data.position_box = default_position_box()   # must equal the stage-1 run's box
+  c.data.n_obs_steps = 2
+  c.data.horizon = default_horizon(arch)
+  c.data.n_action_steps = 8
+  c.eval = ConfigDict()
+  c.eval.num_episodes = 50          # closed-loop episodes after training, seeds 100000 + i
+  c.eval.periodic_episodes = 10     # episodes per periodic evaluation (train.eval_every)
+  c.eval.num_workers = 2            # env processes (<= 1: inline)
+  c.eval.num_videos = 2
+  c.eval.max_steps = 0              # 0: 2.5 x the average demonstration length (§7.1)
+  c.eval.seed_offset = 0
+  c.eval.progress = True
+  return c
 
 
 def debug_backbone_kwargs(arch: str) -> dict:
@@ -113,139 +205,130 @@ def debug_backbone_kwargs(arch: str) -> dict:
   return {"n_layer": 2, "n_head": 2, "n_emb": 32}
 
 
-def _train_config(batch_size: int, num_steps: int, checkpoint_every: int) -> ConfigDict:
-  return ConfigDict({"batch_size": batch_size, "num_steps": num_steps, "log_every": 50,
-                     "checkpoint_every": checkpoint_every, "eval_every": 0,
-                     "max_checkpoints": 2})
+# ----------------------------------------------------------------------------- validation
+def _fail(field: str, msg: str):
+  raise ConfigError(f"config.{field}: {msg}")
 
 
-PRETRAIN_ARGS = dict(arch="dp_mlp", cond="adaln_zero", head="diffusion", signal="jp",
-                     source="generated", hdf5="", steps=0, batch=0, debug=False, paper=False)
+def _positive(c, field: str, allow_zero: bool = False):
+  v = c
+  for part in field.split("."):
+    v = v[part]
+  ok = (v >= 0) if allow_zero else (v > 0)
+  if not isinstance(v, (int, float, np.integer, np.floating)) or not ok:
+    _fail(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
 
 
-def pretrain_config(**kwargs) -> ConfigDict:
-  """Stage-1 config; keyword arguments as documented in configs/pretrain.py."""
-  a = ConfigDict(dict(PRETRAIN_ARGS, **kwargs))
-  c = ConfigDict()
-  c.seed = 42
-  c.progress = True
-  c.backbone = backbone_config(a.arch, a.cond)
-  c.head = head_config(a.head)
-  c.optimizer = optimizer_config(a.arch, "pretrain")
-  c.ema = ema_config()
-  c.freeze = freeze_config("none")
-
-  c.data = ConfigDict()
-  c.data.source = a.source
-  c.data.hdf5_path = a.hdf5
-  c.data.signal = a.signal
-  c.data.horizon = default_horizon(a.arch)
-  c.data.fk = ConfigDict()          # trajectories.FKWindowConfig overrides
-  c.data.position_box = ()          # ((min xyz), (max xyz)); () = the MimicGen stats (spec §6)
-
-  # Default: sized for a 2-core CPU (~10 minutes for the full DP-MLP): batch 64, 1500 steps
-  # with learning rate 1e-3. `paper`: batch 256, 45 k steps (6 epochs of 1.93 M frames), 1e-4.
-  c.train = _train_config(batch_size=64, num_steps=1500, checkpoint_every=500)
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 100
-
-  c.eval = ConfigDict()
-  c.eval.num_windows = 256
-
-  if a.paper:
-    c.train.batch_size = 256
-    c.train.num_steps = 45_000
-    c.train.checkpoint_every = 7_500
-    c.optimizer.learning_rate = 1e-4
-    c.optimizer.warmup_steps = 500
-  if a.debug:
-    c.backbone.kwargs.update(debug_backbone_kwargs(a.arch))
-    c.train.batch_size = 8
-    c.train.num_steps = 4
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.eval.num_windows = 8
-    c.head.num_inference_steps = 4 if a.head == "diffusion" else c.head.num_inference_steps
-    c.head.sampler = "ddim"
-    c.head.flow_num_steps = 4
-    c.optimizer.warmup_steps = 2
-  if a.steps:
-    c.train.num_steps = a.steps
-  if a.batch:
-    c.train.batch_size = a.batch
-  return c
-
-
-FINETUNE_ARGS = dict(mode="decoupled", arch="dp_mlp", cond="adaln_zero", head="diffusion",
-                     obs="lowdim", task="", steps=0, batch=0, episodes=-1, paper=False,
-                     debug=False)
-LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
-IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
-IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
-
-
-def finetune_config(**kwargs) -> ConfigDict:
-  """Stage-2/normal config; keyword arguments as documented in configs/train.py."""
-  a = ConfigDict(dict(FINETUNE_ARGS, **kwargs))
-  c = ConfigDict()
-  c.seed = 0
-  c.progress = True
-  c.mode = a.mode
-  c.stage1_checkpoint = ""
-  c.backbone = backbone_config(a.arch, a.cond)
-  c.head = head_config(a.head)
-  c.optimizer = optimizer_config(a.arch, "finetune")
-  c.ema = ema_config()
-  c.freeze = freeze_config()      # set from `mode` by the pipeline
-
-  c.data = ConfigDict()
-  c.data.dataset = ""
-  c.data.filter_key = ""
-  c.data.task = a.task
-  if a.obs == "image":
-    c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, IMAGE_LOWDIM_KEYS
-  elif a.obs == "lowdim":
-    c.data.image_keys, c.data.lowdim_keys = (), LOWDIM_KEYS
+def validate(config, *, num_devices: int | None = None) -> None:
+  """Checks every value before any work starts; raises ConfigError naming the field."""
+  import jax
+  from decoupled_jax import backbones
+  from decoupled_jax.heads import make_head
+  c = config
+  if c.stage not in STAGES:
+    _fail("stage", f"must be one of {STAGES}, got {c.stage!r}")
+  if c.rng_impl not in RNG_IMPLS:
+    _fail("rng_impl", f"must be one of {RNG_IMPLS}, got {c.rng_impl!r}")
+  name = c.backbone.name
+  if name not in backbones.BACKBONES:
+    _fail("backbone.name", f"unknown backbone {name!r}; choose one of {ARCHS}")
+  cls = backbones.BACKBONES[name][0]
+  fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+  unknown = sorted(set(c.backbone.kwargs) - fields)
+  if unknown:
+    _fail(f"backbone.kwargs.{unknown[0]}", f"not an argument of {cls.__name__} "
+          f"(arguments: {sorted(fields)})")
+  if name == "unified" and c.backbone.kwargs.conditioning not in CONDITIONINGS:
+    _fail("backbone.kwargs.conditioning", f"must be one of {CONDITIONINGS}, got "
+          f"{c.backbone.kwargs.conditioning!r}")
+  try:
+    make_head(c.head)
+  except ValueError as e:
+    _fail("head", str(e))
+  for f in ("train.batch_size", "train.num_steps", "train.checkpoint_every", "train.log_every",
+            "train.max_checkpoints", "optimizer.learning_rate"):
+    _positive(c, f)
+  for f in ("train.eval_every", "optimizer.warmup_steps"):
+    _positive(c, f, allow_zero=True)
+  if c.optimizer.schedule not in ("cosine", "constant"):
+    _fail("optimizer.schedule", f"must be 'cosine' or 'constant', got {c.optimizer.schedule!r}")
+  n = jax.device_count() if num_devices is None else num_devices
+  if c.train.batch_size % n:
+    _fail("train.batch_size", f"{c.train.batch_size} is not divisible by the {n} devices")
+  _check_box(c)
+  _positive(c, "data.horizon")
+  if c.stage == "pretrain":
+    _validate_pretrain(c)
   else:
-    raise ValueError(f"obs must be 'lowdim' or 'image', got {a.obs!r}")
-  c.data.position_box = ()          # must equal the stage-1 run's box for decoupled training
-  c.data.n_obs_steps = 2
-  c.data.horizon = default_horizon(a.arch)
-  c.data.n_action_steps = 8
+    _validate_finetune(c)
 
-  c.train = _train_config(batch_size=64, num_steps=5000, checkpoint_every=1000)
 
-  c.eval = ConfigDict()
-  c.eval.num_episodes = 50
-  c.eval.periodic_episodes = 10
-  c.eval.num_workers = 2
-  c.eval.num_videos = 2
-  c.eval.max_steps = 0          # 0: 2.5 x the average demonstration length (spec §7.1)
-  c.eval.seed_offset = 0
-  c.eval.progress = True
+def _check_box(c):
+  box = c.data.position_box
+  try:
+    lo, hi = (np.asarray(b, np.float64) for b in box)
+    ok = lo.shape == (3,) and hi.shape == (3,) and np.all(hi > lo)
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    _fail("data.position_box", f"must be ((xmin, ymin, zmin), (xmax, ymax, zmax)) with "
+          f"max > min, got {box}")
 
-  if a.paper:   # 1000 demos x ~(avg_len - 7) / 64 steps per epoch, 50 epochs, eval per epoch
-    c.train.num_steps = 80_000
-    c.train.eval_every = 1_600
-  if a.debug:
-    c.backbone.kwargs.update(debug_backbone_kwargs(a.arch))
-    c.train.batch_size = 4
-    c.train.num_steps = 3
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.head.sampler = "ddim"
-    c.head.num_inference_steps = 4
-    c.head.flow_num_steps = 4
-    c.optimizer.warmup_steps = 1
-    c.eval.num_episodes = 1
-    c.eval.num_workers = 0
-    c.eval.num_videos = 1
-    c.eval.max_steps = 16
-    c.eval.progress = False
-  if a.steps:
-    c.train.num_steps = a.steps
-  if a.batch:
-    c.train.batch_size = a.batch
-  if a.episodes >= 0:
-    c.eval.num_episodes = a.episodes
-  return c
+
+def _validate_pretrain(c):
+  if c.data.source not in SOURCES:
+    _fail("data.source", f"must be one of {SOURCES}, got {c.data.source!r}")
+  if c.data.signal not in SIGNALS:
+    _fail("data.signal", f"must be one of {SIGNALS}, got {c.data.signal!r}")
+  if c.data.source == "demos" and not os.path.isfile(c.data.dataset):
+    _fail("data.dataset", f"source='demos' needs a robomimic HDF5 file; "
+          f"{c.data.dataset!r} does not exist")
+  from decoupled_jax.kinematics.trajectories import FKWindowConfig
+  try:
+    FKWindowConfig.from_any(dict(c.data.fk, horizon=c.data.horizon, signal=c.data.signal))
+  except ValueError as e:
+    _fail("data.fk", str(e))
+  _positive(c, "eval.num_windows", allow_zero=True)
+
+
+def _validate_finetune(c):
+  from decoupled_jax.sim.robosuite_env import canonical_task
+  if c.mode not in MODES:
+    _fail("mode", f"must be one of {MODES}, got {c.mode!r}")
+  if c.mode == "decoupled":
+    if not c.stage1_checkpoint:
+      _fail("stage1_checkpoint", "mode='decoupled' needs the checkpoints directory of an "
+            "experiments/pretrain.py run")
+    if not os.path.isdir(c.stage1_checkpoint):
+      _fail("stage1_checkpoint", f"{c.stage1_checkpoint} does not exist")
+  elif c.stage1_checkpoint:
+    _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r}); "
+          f"leave it empty")
+  if not c.data.dataset:
+    _fail("data.dataset", "is empty; give the demonstrations file or directory")
+  if not os.path.exists(c.data.dataset):
+    _fail("data.dataset", f"{c.data.dataset} does not exist")
+  if c.data.format not in FORMATS:
+    _fail("data.format", f"must be one of {FORMATS}, got {c.data.format!r}")
+  for k in c.data.image_keys:
+    if k not in IMAGE_KEYS:
+      _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")
+  for k in c.data.lowdim_keys:
+    if k not in KNOWN_LOWDIM_KEYS:
+      _fail("data.lowdim_keys", f"unknown low-dim key {k!r}; known: {KNOWN_LOWDIM_KEYS}")
+  if not (tuple(c.data.image_keys) or tuple(c.data.lowdim_keys)):
+    _fail("data.lowdim_keys", "the policy has no observation keys")
+  if c.data.task:
+    try:
+      canonical_task(c.data.task)
+    except KeyError as e:
+      _fail("data.task", str(e.args[0]))
+  d = c.data
+  for f in ("data.n_obs_steps", "data.n_action_steps"):
+    _positive(c, f)
+  if d.horizon < d.n_obs_steps - 1 + d.n_action_steps:
+    _fail("data.horizon", f"{d.horizon} < n_obs_steps - 1 + n_action_steps = "
+          f"{d.n_obs_steps - 1 + d.n_action_steps}: the executed actions would not fit")
+  for f in ("eval.num_episodes", "eval.periodic_episodes", "eval.num_workers",
+            "eval.num_videos", "eval.max_steps"):
+    _positive(c, f, allow_zero=True)

@@ -1,26 +1,28 @@
-"""Closed-loop evaluation of a stage-2 checkpoint (MimicGen protocol, spec §7.1).
+"""Closed-loop evaluation of a stage-2 checkpoint (MimicGen protocol, docs/method.md §7.1).
 
   python experiments/evaluate.py --checkpoint=workdirs/lift_decoupled/checkpoints \
       --num_episodes=50 --num_workers=2 --output=workdirs/lift_decoupled/eval50
 
 Writes <output>/eval.json (success rate with a 95% Wilson interval, episode lengths, policy
 latency, env steps/s, per-episode records) and mp4 videos of the first --num_videos episodes.
+An episode is a function of its seed: evaluating twice gives the same per-episode outcomes.
 """
 import os
 
-from decoupled_jax.runtime import configure_environment  # noqa: E402
+from decoupled_jax import cli
 
-configure_environment()  # before jax/mujoco are imported
+cli.prelude()  # before jax / mujoco are imported
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import ml_collections  # noqa: E402
 
-from decoupled_jax.pipelines import common, finetune  # noqa: E402
+from decoupled_jax import inference  # noqa: E402
+from decoupled_jax.pipelines import finetune  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "Checkpoints directory of an experiments/train.py run.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
 flags.DEFINE_string("task", "", "Task to evaluate on (default: the task the policy was trained on).")
-flags.DEFINE_integer("num_episodes", 50, "Episodes, on seeds 100000 + i (the paper: 50).")
+flags.DEFINE_integer("num_episodes", 50, "Episodes, on seeds 100000 + seed_offset + i (the paper: 50).")
 flags.DEFINE_integer("seed_offset", 0, "Shift of the episode seeds.")
 flags.DEFINE_integer("num_workers", 2, "Parallel environment processes (<=1: inline).")
 flags.DEFINE_integer("max_steps", 0, "Episode limit (0: 2.5 x the average demo length).")
@@ -35,14 +37,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  common.setup_logging()
   overrides = {}
   if FLAGS.sampler:
     overrides["sampler"] = FLAGS.sampler
   if FLAGS.inference_steps:
     overrides["num_inference_steps"] = FLAGS.inference_steps
     overrides["flow_num_steps"] = FLAGS.inference_steps
-  runner, meta = finetune.runner_from_checkpoint(
+  runner, meta = inference.load_policy(
       FLAGS.checkpoint, batch_size=max(1, FLAGS.num_workers), seed=FLAGS.seed, step=FLAGS.step,
       head_overrides=overrides)
   out = FLAGS.output or os.path.join(os.path.dirname(os.path.abspath(FLAGS.checkpoint)), "eval")
@@ -50,10 +51,11 @@ def main(argv):
   eval_config = ml_collections.ConfigDict(dict(
       num_episodes=FLAGS.num_episodes, num_workers=FLAGS.num_workers, num_videos=FLAGS.num_videos,
       seed_offset=FLAGS.seed_offset, progress=True))
-  r = finetune.evaluate(runner, FLAGS.task or meta["task"], eval_config,
-                        max_steps=FLAGS.max_steps or meta["max_steps"],
-                        use_images=bool(meta["image_keys"]), video_dir=os.path.join(out, "videos"),
-                        json_path=os.path.join(out, "eval.json"))
+  r = finetune.closed_loop(runner, FLAGS.task or meta["task"], eval_config,
+                           max_steps=FLAGS.max_steps or meta["max_steps"],
+                           use_images=bool(meta["image_keys"]),
+                           video_dir=os.path.join(out, "videos"),
+                           json_path=os.path.join(out, "eval.json"))
   print(f"{r['task']}: success {r['success_rate']:.2f} (95% CI {r['ci95'][0]:.2f}-"
         f"{r['ci95'][1]:.2f}) over {r['num_episodes']} episodes; mean length "
         f"{r['mean_episode_length']:.1f}; policy latency {r['policy_latency_ms']:.1f} ms; "
@@ -61,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -5,32 +5,28 @@ FK pretraining -> demonstrations -> decoupled vs normal -> closed-loop success t
 """
 import os
 
-from decoupled_jax.runtime import configure_environment  # noqa: E402
+from decoupled_jax import cli
 
-configure_environment()  # before jax/mujoco are imported
+cli.prelude()  # before jax / mujoco are imported
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from decoupled_jax.pipelines import common, paper  # noqa: E402
-from decoupled_jax.training import sharding  # noqa: E402
+from decoupled_jax.pipelines import paper  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "workdirs/quickstart", "Output directory (reused: finished "
                     "stages are skipped, interrupted ones resumed).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  common.setup_logging()
-  sharding.maybe_initialize_distributed(FLAGS.distributed)
   results = paper.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(results["table"])
   print(f"results: {os.path.join(FLAGS.workdir, 'results.md')}, results.json, results.png")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,38 +4,33 @@
       --config.data.dataset=DEMOS.hdf5 --config.stage1_checkpoint=STAGE1/checkpoints \
       --workdir=workdirs/lift_decoupled [--resume]
 """
+from decoupled_jax import cli
 
-from decoupled_jax.runtime import configure_environment  # noqa: E402
+cli.prelude()  # before jax / mujoco are imported
 
-configure_environment()  # before jax/mujoco are imported
-
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from decoupled_jax.pipelines import common, finetune  # noqa: E402
-from decoupled_jax.training import sharding  # noqa: E402
+from decoupled_jax.pipelines import run  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Stage-2 config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, videos and metrics.")
-flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its newest intact checkpoint.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  common.setup_logging()
-  sharding.maybe_initialize_distributed(FLAGS.distributed)
-  s = finetune.train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
+  s = run.run(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
   line = (f"{s['mode']} {s['backbone']} on {s['task']}: {s['steps']} steps at "
           f"{s['steps_per_s']:.2f} steps/s, {s['num_trainable']:,}/{s['num_params']:,} params trained")
-  if "eval" in s:
-    e = s["eval"]
+  e = s["eval"]
+  if e:
     line += (f"; success {e['success_rate']:.2f} (95% CI {e['ci95'][0]:.2f}-{e['ci95'][1]:.2f}, "
              f"{e['num_episodes']} episodes)")
   print(line)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

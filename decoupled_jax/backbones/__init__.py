@@ -2,10 +2,9 @@
 
 Every backbone is a ``flax.linen.Module`` called as ``model(x, t, cond, train=False)`` with
 x (B, H, Da), t (B,) float, cond (B, To, Dc) -> (B, H, Da); dropout uses the ``'dropout'``
-rng stream. ``cls.CONDITIONING_PATTERNS`` are regexes (``re.search``) over '/'-joined param
-paths relative to the backbone's params selecting what trains in stage 2 (spec §2.1): every
-path segment starting with ``cond_`` plus, for the transformers, ``pos_emb``.
-``cls.NO_WEIGHT_DECAY_PATTERNS`` select the leaves the reference excludes from weight decay.
+rng stream. Each subclasses ``base.ActionExpert`` and declares its stage-2 pathway and weight-decay
+groups there (read through ``expert_interface``; docs/method.md §2.1): every path segment
+starting with ``cond_`` plus, for the transformers, ``pos_emb``.
 
 Registry names: ``dp_c`` (MimicGen U-Net, 244 M), ``dp_c_droid`` (the LIBERO/DROID U-Net
 preset), ``dp_mlp``, ``dp_t``, ``dp_t_film``, ``unified`` (needs ``conditioning=``), and
@@ -17,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from decoupled_jax.backbones.base import ActionExpert, ExpertInterface, expert_interface
 from decoupled_jax.backbones.mlp_film import FiLMMLPBlock, MLPForDiffusion
 from decoupled_jax.backbones.paths import (count_params, matches_any, param_paths,
                                            partition_by_patterns, path_str, split_by_patterns)
@@ -33,7 +33,8 @@ __all__ = [
     "TransformerForDiffusionFiLM", "UnifiedTransformer", "CONDITIONING_METHODS",
     "TOKEN_METHODS", "GLOBAL_VECTOR_METHODS", "DP_C_MIMICGEN", "DP_C_DROID",
     "count_params", "split_by_patterns", "partition_by_patterns", "param_paths", "path_str",
-    "matches_any", "memory_mask", "prefix_mask", "trainable_mask",
+    "matches_any", "memory_mask", "prefix_mask", "ActionExpert", "ExpertInterface",
+    "expert_interface",
 ]
 
 # name -> (class, default kwargs). Defaults are the paper's settings.
@@ -73,7 +74,3 @@ def make_backbone(name: str, **overrides: Any) -> nn.Module:
     raise ValueError(f"make_backbone('unified') needs conditioning= one of {CONDITIONING_METHODS}")
   return cls(**kwargs)
 
-
-def trainable_mask(backbone: nn.Module, params: Any) -> Any:
-  """Bool tree over the backbone's params: True = trained in stage 2 (spec §2.1)."""
-  return split_by_patterns(params, type(backbone).CONDITIONING_PATTERNS)

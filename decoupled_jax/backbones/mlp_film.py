@@ -6,6 +6,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 
+from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, StepEncoder, broadcast_timesteps,
                                             global_condition)
 from decoupled_jax.nn import LayerNorm, ParallelLinear, TorchLinear, gelu, mish
@@ -36,7 +37,7 @@ class FiLMMLPBlock(nn.Module):
     return LayerNorm(name="norm")(x + h)
 
 
-class MLPForDiffusion(nn.Module):
+class MLPForDiffusion(ActionExpert):
   """DP-MLP, spec §3.5 (the "4M/5M" backbone; 4,782,346 params without FiLM at H=16).
 
   input_emb: a separate affine map per horizon index, W (H, Da, n_emb), b (H, n_emb), both
@@ -52,7 +53,6 @@ class MLPForDiffusion(nn.Module):
   emb_dropout: float = 0.0   # p_drop_emb
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN,)
-  LIBERO_CONDITIONING_PATTERNS = CONDITIONING_PATTERNS  # same set on LIBERO (spec §2.1)
   # Spec §3.5: `.film.` params, biases and LayerNorms are not decayed.
   NO_WEIGHT_DECAY_PATTERNS = (COND_PREFIX_PATTERN, r"(^|/)bias$", r"(^|/)(norm|ln_f)/")
 

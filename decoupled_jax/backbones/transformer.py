@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, POS_EMB_PATTERN, StepEncoder,
                                             broadcast_timesteps, global_condition)
 from decoupled_jax.nn import (LayerNorm, MultiHeadAttention, causal_mask, gelu, initializers as
@@ -213,7 +214,7 @@ def cross_attn_forward(module, x, t, cond, *, train):
   return output_head(h, da)
 
 
-class TransformerForDiffusion(nn.Module):
+class TransformerForDiffusion(ActionExpert):
   """DP-T: TransformerForDiffusion with cross-attention, spec §3.3.
 
   Action tokens: input_emb(x) + ``pos_emb`` (1, H, E). Condition tokens:
@@ -224,7 +225,7 @@ class TransformerForDiffusion(nn.Module):
   and memory mask t >= s - 1, then ``ln_f`` -> ``head``.
   Stage-2 trainable (spec §2.1, MimicGen ``load_pretrained_weights_DP_T``): ``cond_obs_emb``,
   ``cond_pos_emb``, ``pos_emb`` and the ``cond_encoder`` MLP (8 leaves). Note: on LIBERO the
-  reference keeps ``pos_emb`` and the condition MLP frozen; see ``LIBERO_CONDITIONING_PATTERNS``.
+  reference keeps ``pos_emb`` and the condition MLP frozen (``config.freeze.extra_frozen``).
   """
   n_layer: int = 8
   n_head: int = 4
@@ -234,7 +235,6 @@ class TransformerForDiffusion(nn.Module):
   causal_attn: bool = True
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN, POS_EMB_PATTERN)
-  LIBERO_CONDITIONING_PATTERNS = (r"^cond_obs_emb/", r"^cond_pos_emb$")
   NO_WEIGHT_DECAY_PATTERNS = TRANSFORMER_NO_WEIGHT_DECAY_PATTERNS
 
   @nn.compact
@@ -243,7 +243,7 @@ class TransformerForDiffusion(nn.Module):
     return cross_attn_forward(self, x, t, cond, train=train)
 
 
-class TransformerForDiffusionFiLM(nn.Module):
+class TransformerForDiffusionFiLM(ActionExpert):
   """DP-T-FiLM, spec §3.4.
 
   No condition tokens: g = concat[step_encoder(t) (Sinusoidal(E) -> 4E -> Mish -> E, N(0,0.02)),
@@ -263,7 +263,6 @@ class TransformerForDiffusionFiLM(nn.Module):
   enable_film_ffn: bool = True
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN, POS_EMB_PATTERN)
-  LIBERO_CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN,)
   NO_WEIGHT_DECAY_PATTERNS = (r"(^|/)bias$", r"(^|/)(norm\d?|ln_f)/", r"^pos_emb$")
 
   @nn.compact

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, StepEncoder, broadcast_timesteps,
                                             global_condition)
 from decoupled_jax.nn import Conv1d, ConvTranspose1d, GroupNorm, TorchLinear, mish
@@ -56,7 +57,7 @@ class ConditionalResidualBlock1D(nn.Module):
     return out + res
 
 
-class ConditionalUnet1D(nn.Module):
+class ConditionalUnet1D(ActionExpert):
   """DP-C ConditionalUnet1D, spec §3.1 (MimicGen, 244 M) and §3.2 (DROID/LIBERO preset).
 
   Channels-last: x (B, H, Da) -> (B, H, Da). Global condition
@@ -83,7 +84,6 @@ class ConditionalUnet1D(nn.Module):
   cond_predict_scale: bool = True
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN,)
-  LIBERO_CONDITIONING_PATTERNS = CONDITIONING_PATTERNS  # same set on LIBERO (spec §2.1)
   # DP-C's AdamW decays every parameter (spec §5, §12).
   NO_WEIGHT_DECAY_PATTERNS: tuple = ()
 

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, POS_EMB_PATTERN, StepEncoder,
                                             broadcast_timesteps, global_condition)
 from decoupled_jax.backbones.transformer import (TRANSFORMER_NO_WEIGHT_DECAY_PATTERNS,
@@ -111,7 +112,7 @@ class CondDecoderLayer(nn.Module):
     raise ValueError(f"unknown global-vector conditioning {m!r}")
 
 
-class UnifiedTransformer(nn.Module):
+class UnifiedTransformer(ActionExpert):
   """Unified transformer backbone, spec §3.6 (the conditioning-mechanism ablation).
 
   Shared: n_layer 8, n_head 4, n_emb 256, FFN 1024, dropout 0.3, pre-norm, causal
@@ -140,6 +141,9 @@ class UnifiedTransformer(nn.Module):
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN, POS_EMB_PATTERN)
   NO_WEIGHT_DECAY_PATTERNS = TRANSFORMER_NO_WEIGHT_DECAY_PATTERNS
+  # The reference re-initialises every LoRA conditioning param in stage 2 (down N(0, 0.02),
+  # ups and biases zero) even where stage 1's shapes match (docs/method.md §2.1).
+  REINIT_ON_LOAD_PATTERNS = (r"(^|/)cond_lora_",)
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None, *,

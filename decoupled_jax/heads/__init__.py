@@ -17,7 +17,7 @@ import jax
 from decoupled_jax.heads import diffusion, flow
 from decoupled_jax.heads.diffusion import DiffusionSchedule, make_schedule
 
-__all__ = ["DiffusionHead", "FlowHead", "make_head", "diffusion", "flow", "DiffusionSchedule",
+__all__ = ["DiffusionHead", "FlowHead", "make_head", "head_defaults", "HEAD_TYPES", "diffusion", "flow", "DiffusionSchedule",
            "make_schedule"]
 
 
@@ -107,68 +107,46 @@ class FlowHead:
                        clip_range=self.clip_range)
 
 
-_COMMON_KEYS = {"type", "num_noise_samples", "clip_range"}
-_DIFFUSION_KEYS = {"num_train_steps", "beta_schedule", "beta_start", "beta_end", "sampler",
-                   "num_inference_steps", "clip_sample", "prediction_type", "eta",
-                   "set_alpha_to_one", "steps_offset"}
-_FLOW_KEYS = {"flow_num_steps", "time_scale", "flow_clip_sample"}
+# Config keys of the flow head that differ from its dataclass field names (the diffusion
+# head's own `num_inference_steps`/`clip_sample` keep their names in a shared head section).
+_FLOW_CONFIG_NAMES = {"flow_num_steps": "num_steps", "flow_clip_sample": "clip_sample"}
+HEAD_TYPES = ("diffusion", "flow")
+
+
+def head_defaults() -> dict:
+  """Every head config key with its default: the dataclasses above are the one home of
+  these defaults (`config_lib.head_config` and `make_head` read them from here)."""
+  out = {"type": "diffusion"}
+  for f in dataclasses.fields(DiffusionHead):
+    out[f.name] = f.default
+  inverse = {v: k for k, v in _FLOW_CONFIG_NAMES.items()}
+  for f in dataclasses.fields(FlowHead):
+    out.setdefault(inverse.get(f.name, f.name), f.default)
+  return out
 
 
 def make_head(config: Any):
-  """Build a head from an ``ml_collections.ConfigDict`` or a mapping.
+  """A head from a config section (ConfigDict or mapping) with keys from `head_defaults()`;
+  missing keys take the dataclass defaults, unknown keys raise ValueError.
 
-  Fields (all optional except as noted; unknown keys raise ``ValueError``):
-    type:                'diffusion' (default) or 'flow'.
-    num_noise_samples:   ε replicas per batch element sharing one timestep (spec §4.2
-                         ``noise_samples``; 1 for MimicGen, 8 for LIBERO). Default 1.
-    clip_range:          clip bound (default 1.0).
-  Diffusion only:
-    num_train_steps:     T (default 100).
-    beta_schedule:       'squaredcos_cap_v2' (default) | 'linear' | 'scaled_linear'.
-    beta_start/beta_end: for the linear schedules (default 1e-4 / 0.02).
-    sampler:             'ddpm' (MimicGen, default) or 'ddim' (LIBERO).
-    num_inference_steps: None → T for DDPM (100), 10 for DDIM.
-    clip_sample:         clip x̂0 to [−clip_range, clip_range] in each step (default True).
-    prediction_type:     'epsilon' (default) or 'sample'.
-    eta, set_alpha_to_one, steps_offset: DDIM options (defaults 0.0, True, 0).
-  Flow only:
-    flow_num_steps:      Euler steps (default 10).
-    time_scale:          the backbone sees t·time_scale (default 100.0).
-    flow_clip_sample:    clip the final sample (default False).
+  `type`: 'diffusion' (DDPM/DDIM, docs/method.md §5) or 'flow' (rectified flow). Diffusion
+  keys are DiffusionHead's fields; flow keys are `flow_num_steps`, `time_scale`,
+  `flow_clip_sample`, plus the shared `num_noise_samples` and `clip_range`.
   """
   if hasattr(config, "to_dict"):
     config = config.to_dict()
-  cfg = dict(config) if isinstance(config, Mapping) else dict(vars(config))
-  kind = cfg.get("type", "diffusion")
-  allowed = _COMMON_KEYS | _DIFFUSION_KEYS | _FLOW_KEYS
-  unknown = set(cfg) - allowed
+  cfg = dict(config)
+  kind = cfg.pop("type", "diffusion")
+  unknown = set(cfg) - set(head_defaults())
   if unknown:
     raise ValueError(f"unknown head config keys: {sorted(unknown)}")
-  n_noise = int(cfg.get("num_noise_samples", 1))
-  clip_range = float(cfg.get("clip_range", 1.0))
   if kind == "diffusion":
-    nis = cfg.get("num_inference_steps", None)
-    return DiffusionHead(
-        num_train_steps=int(cfg.get("num_train_steps", 100)),
-        beta_schedule=str(cfg.get("beta_schedule", "squaredcos_cap_v2")),
-        beta_start=float(cfg.get("beta_start", 1e-4)),
-        beta_end=float(cfg.get("beta_end", 0.02)),
-        sampler=str(cfg.get("sampler", "ddpm")),
-        num_inference_steps=None if nis is None else int(nis),
-        clip_sample=bool(cfg.get("clip_sample", True)),
-        clip_range=clip_range,
-        num_noise_samples=n_noise,
-        prediction_type=str(cfg.get("prediction_type", "epsilon")),
-        eta=float(cfg.get("eta", 0.0)),
-        set_alpha_to_one=bool(cfg.get("set_alpha_to_one", True)),
-        steps_offset=int(cfg.get("steps_offset", 0)),
-    )
+    names = {f.name for f in dataclasses.fields(DiffusionHead)}
+    return DiffusionHead(**{k: v for k, v in cfg.items() if k in names})
   if kind == "flow":
-    return FlowHead(
-        num_steps=int(cfg.get("flow_num_steps", 10)),
-        time_scale=float(cfg.get("time_scale", 100.0)),
-        clip_sample=bool(cfg.get("flow_clip_sample", False)),
-        clip_range=clip_range,
-        num_noise_samples=n_noise,
-    )
-  raise ValueError(f"head type must be 'diffusion' or 'flow', got {kind!r}")
+    names = {f.name for f in dataclasses.fields(FlowHead)}
+    kw = {_FLOW_CONFIG_NAMES.get(k, k): v for k, v in cfg.items()
+          if _FLOW_CONFIG_NAMES.get(k, k) in names and k not in ("clip_sample",
+                                                                  "num_inference_steps")}
+    return FlowHead(**kw)
+  raise ValueError(f"head type must be one of {HEAD_TYPES}, got {kind!r}")

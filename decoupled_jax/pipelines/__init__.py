@@ -1,2 +1,3 @@
-"""End-to-end jobs behind the binaries in `experiments/`: each module exposes
-`train_and_evaluate(config, workdir, ...)` (Flax-examples style)."""
+"""What the binaries in `experiments/` run: `run.run(config, workdir)` trains one stage
+(`pretrain`, `finetune`: each a `make_stage(config)`), `paper.train_and_evaluate` chains them
+into the paper's experiment."""

@@ -1,4 +1,4 @@
-"""Pieces every pipeline builds the same way from a config: backbone, head, policy."""
+"""Output helpers every pipeline uses: atomic JSON, config serialisation, logging setup."""
 from __future__ import annotations
 
 import json
@@ -7,37 +7,6 @@ import os
 
 import jax
 import ml_collections
-
-from decoupled_jax import backbones
-from decoupled_jax.encoders import ObservationEncoder
-from decoupled_jax.heads import make_head
-from decoupled_jax.training.policy import Policy
-
-ACTION_DIM = 10
-
-
-def make_backbone(config):
-  kwargs = dict(config.backbone.get("kwargs", {}))
-  return backbones.make_backbone(config.backbone.name, **kwargs)
-
-
-def conditioning_patterns(backbone) -> tuple[str, ...]:
-  return tuple(type(backbone).CONDITIONING_PATTERNS)
-
-
-def backbone_no_decay(backbone) -> tuple[str, ...]:
-  """The backbone's own no-weight-decay regexes (spec §5), over backbone-relative paths."""
-  return tuple(getattr(type(backbone), "NO_WEIGHT_DECAY_PATTERNS", ()))
-
-
-def make_policy(config, image_keys=(), lowdim_keys=()) -> tuple[Policy, object]:
-  encoder = ObservationEncoder(image_keys=tuple(image_keys), lowdim_keys=tuple(lowdim_keys))
-  backbone = make_backbone(config)
-  return Policy(encoder=encoder, backbone=backbone), backbone
-
-
-def head_from_config(config):
-  return make_head(config.head)
 
 
 def write_json(path: str, obj) -> None:

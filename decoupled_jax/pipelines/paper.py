@@ -7,7 +7,7 @@
 Every stage writes its outputs under `workdir` and is skipped when they already exist
 (a stage with checkpoints but no summary is resumed), so an interrupted run continues.
 Layout:
-  workdir/stage1/                 stage-1 run (checkpoints/, tensorboard/, stage1_summary.json)
+  workdir/stage1/                 stage-1 run (checkpoints/, tensorboard/, summary.json)
   workdir/demos/<Task>.hdf5       demonstrations (unless config.demos.dataset_dir points elsewhere)
   workdir/<Task>/<mode>/          stage-2 runs (checkpoints/, tensorboard/, videos/, summary.json)
   workdir/results.{json,md,png}
@@ -21,7 +21,8 @@ import time
 
 import ml_collections
 
-from decoupled_jax.pipelines import common, finetune, pretrain
+from decoupled_jax.pipelines import common, run
+from decoupled_jax.training.workdir import WorkdirLock
 
 
 def _done(path: str) -> bool:
@@ -35,11 +36,13 @@ def _resume_flag(run_dir: str) -> bool:
 
 def run_stage1(config, workdir: str) -> dict:
   run_dir = os.path.join(workdir, "stage1")
-  summary_path = os.path.join(run_dir, "stage1_summary.json")
+  summary_path = os.path.join(run_dir, run.SUMMARY)
   if _done(summary_path):
     logging.info("stage 1: reusing %s", summary_path)
     return json.load(open(summary_path))
-  return pretrain.train_and_evaluate(config.stage1, run_dir, resume=_resume_flag(run_dir))
+  c = ml_collections.ConfigDict(config.stage1.to_dict())
+  c.progress = config.progress
+  return run.run(c, run_dir, resume=_resume_flag(run_dir))
 
 
 def demos_for_task(config, workdir: str, task: str) -> dict:
@@ -67,7 +70,7 @@ def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) ->
 def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_ckpt: str,
                seed: int) -> dict:
   run_dir = stage2_dir(workdir, task, mode, seed, len(config.seeds))
-  summary_path = os.path.join(run_dir, "summary.json")
+  summary_path = os.path.join(run_dir, run.SUMMARY)
   if _done(summary_path):
     logging.info("%s/%s: reusing %s", task, mode, summary_path)
     return json.load(open(summary_path))
@@ -75,7 +78,7 @@ def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_
   c.mode, c.data.dataset, c.data.task, c.seed = mode, dataset, task, int(seed)
   c.stage1_checkpoint = stage1_ckpt if mode == "decoupled" else ""
   c.progress = config.progress
-  return finetune.train_and_evaluate(c, run_dir, resume=_resume_flag(run_dir))
+  return run.run(c, run_dir, resume=_resume_flag(run_dir))
 
 
 def results_rows(stage1: dict, runs: dict) -> list[dict]:
@@ -89,7 +92,7 @@ def results_rows(stage1: dict, runs: dict) -> list[dict]:
         "trainable_params": s["num_trainable"], "total_params": s["num_params"],
         "train_steps": s["steps"], "train_wall_time_s": s["train_wall_time_s"],
         "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
-        "stage1_wall_time_s": stage1["wall_time_s"] if mode == "decoupled" else None,
+        "stage1_wall_time_s": stage1["train_wall_time_s"] if mode == "decoupled" else None,
         "stage1_steps_per_s": stage1["steps_per_s"] if mode == "decoupled" else None,
         "run_dir": s["run_dir"],
     })
@@ -111,7 +114,7 @@ def markdown_table(rows: list[dict], stage1: dict) -> str:
         f"{r['train_wall_time_s']:.0f} s | {r['steps_per_s']:.1f} |")
   ev = stage1["eval"]
   foot = (f"\nStage 1 (shared by every decoupled run): {stage1['steps']} steps in "
-          f"{stage1['wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out FK "
+          f"{stage1['train_wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out FK "
           f"trajectories: position error {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
           f"{ev['baseline_pos_err_mm']:.1f} mm), rotation error {ev['rot_err_deg']:.2f}° "
           f"(baseline {ev['baseline_rot_err_deg']:.2f}°).\n")
@@ -148,7 +151,11 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  os.makedirs(workdir, exist_ok=True)
+  with WorkdirLock(workdir):
+    return _chain(config, workdir)
+
+
+def _chain(config, workdir: str) -> dict:
   t0 = time.time()
   timings = {}
   stage1 = run_stage1(config, workdir)

@@ -9,10 +9,11 @@ embeddings, modulation layers, depending on the architecture) or the config's ex
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
 import optax
+
+from decoupled_jax.backbones.paths import matches_any
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
@@ -31,9 +32,9 @@ def decay_group(path: str, config, backbone_no_decay: Sequence[str] = ()) -> str
   if path.startswith("encoder/"):
     return "encoder"
   rel = path[len("backbone/"):] if path.startswith("backbone/") else None
-  if rel is not None and any(re.search(p, rel) for p in backbone_no_decay):
+  if rel is not None and matches_any(rel, backbone_no_decay):
     return "no_decay"
-  if any(re.search(p, path) for p in config.get("no_decay_patterns", ())):
+  if matches_any(path, config.no_decay_patterns):
     return "no_decay"
   return "decay"
 

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+ACTION_DIM = 10   # model actions [pos(3), rot6d(6), gripper(1)] (docs/method.md §6)
+
 
 class Policy(nn.Module):
   encoder: nn.Module
@@ -62,3 +64,13 @@ def make_sample_fn(policy: Policy, head: Any, action_shape) -> Callable:
     return head.sample(denoise_fn, rng, (cond.shape[0],) + tuple(action_shape))
 
   return sample
+
+
+def policy_from_config(config, image_keys=(), lowdim_keys=()) -> Policy:
+  """The policy a config describes (`config.backbone`, observation keys); the one place a
+  policy is built, for training, evaluation, export and serving alike."""
+  from decoupled_jax import backbones
+  from decoupled_jax.encoders import ObservationEncoder
+  encoder = ObservationEncoder(image_keys=tuple(image_keys), lowdim_keys=tuple(lowdim_keys))
+  backbone = backbones.make_backbone(config.backbone.name, **dict(config.backbone.kwargs))
+  return Policy(encoder=encoder, backbone=backbone)

@@ -1,7 +1,7 @@
 """Data parallelism with `jax.jit` over a Mesh of every device (the successor of pmap).
 
 The batch is sharded along its leading axis over the 'data' mesh axis; the train state is
-replicated. Multi-host: call `maybe_initialize_distributed(True)` first (jax.distributed),
+replicated. Multi-host: the binaries' `--distributed` calls `jax.distributed.initialize()` first,
 then every host feeds its local slice of the global batch through `shard_batch`.
 """
 from __future__ import annotations
@@ -11,11 +11,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
-
-
-def maybe_initialize_distributed(enabled: bool) -> None:
-  if enabled:
-    jax.distributed.initialize()
 
 
 def make_mesh(devices=None) -> Mesh:

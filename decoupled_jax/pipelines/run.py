@@ -1,0 +1,46 @@
+"""Run one stage in a working directory: validate, lock, build, train, evaluate, summarise.
+
+Every training binary calls `run(config, workdir, resume=...)`. The stage is chosen by
+`config.stage`; adding a stage (e.g. a LIBERO or DROID stage 1) means a new module with a
+`make_stage(config) -> training.stage.Stage` and one line in `STAGE_BUILDERS`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from decoupled_jax import config_lib
+from decoupled_jax.pipelines import common, finetune, pretrain
+from decoupled_jax.training import trainer
+from decoupled_jax.training.workdir import WorkdirLock
+
+STAGE_BUILDERS = {
+    "pretrain": pretrain.make_stage,
+    "finetune": finetune.make_stage,
+}
+SUMMARY = "summary.json"
+
+
+def run(config, workdir: str, *, resume: bool = False, devices=None) -> dict:
+  """Trains `config.stage` in `workdir` and writes `summary.json`; returns the summary."""
+  config_lib.validate(config, num_devices=None if devices is None else len(devices))
+  common.log_devices()
+  with WorkdirLock(workdir):
+    trainer.check_workdir(workdir, resume)
+    stage = STAGE_BUILDERS[config.stage](config)
+    result = trainer.train(config, workdir, stage, resume=resume, devices=devices)
+    params = result.state.inference_params(bool(config.ema.enabled))
+    ev = stage.final_evaluate(params, workdir, result.steps) if stage.final_evaluate else {}
+    summary = {
+        "stage": stage.name, "backbone": config.backbone.name,
+        "mode": stage.meta.get("mode"), "task": stage.meta.get("task"),
+        "steps": result.steps, "train_wall_time_s": result.wall_time_s,
+        "steps_per_s": result.steps_per_s, "compile_time_s": result.compile_time_s,
+        "num_params": result.num_params, "num_trainable": result.num_trainable,
+        "last_loss": result.last_loss,
+        "loaded": {k: len(v) for k, v in result.load_report.items() if isinstance(v, list)},
+        "checkpoint_dir": os.path.join(os.path.abspath(workdir), "checkpoints"), "eval": ev,
+    }
+    common.write_json(os.path.join(workdir, SUMMARY), summary)
+  logging.info("%s done: %s", stage.name, os.path.join(workdir, SUMMARY))
+  return summary
