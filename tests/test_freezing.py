@@ -1,4 +1,4 @@
-"""Stage-2 freezing through the real train step, per backbone (spec §2.1).
+"""Stage-2 freezing through the real train step, per backbone (docs/method.md §2.1).
 
 Static part: on full-size policies (shape-traced, nothing allocated) the training partition
 freezes exactly the spec's backbone set and trains the conditioning pathway and the whole
@@ -6,18 +6,23 @@ observation encoder. Dynamic part: on small versions of every backbone, several 
 from a stage-1 load leave every frozen leaf bitwise unchanged while every conditioning leaf
 moves and has a non-zero gradient (gradients reach it *through* the frozen backbone).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from decoupled_jax import backbones, config_lib
+from decoupled_jax.backbones import expert_interface
 from decoupled_jax.encoders import ObservationEncoder
 from decoupled_jax.heads import make_head
 from decoupled_jax.training import partition, trainer
-from decoupled_jax.training.policy import Policy, init_policy, make_denoise_fn
-from decoupled_jax.training.train_state import make_train_step
+from decoupled_jax.training.partition import FreezeRule
+from decoupled_jax.training.policy import Policy, init_policy
+from decoupled_jax.training.stage import Stage
+from decoupled_jax.training.train_state import make_loss_fn, make_train_step
+from decoupled_jax.training.weight_loaders import copy_backbone
 
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 LOWDIM = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2}  # 128 + 9 = 137
@@ -61,8 +66,8 @@ def test_stage2_partition_counts_full_size(key):
   obs = {k: jax.ShapeDtypeStruct((2, 2, 84, 84, 3), jnp.uint8) for k in IMAGE_KEYS}
   obs.update({k: jax.ShapeDtypeStruct((2, 2, d), jnp.float32) for k, d in LOWDIM.items()})
   params = _shapes(policy, obs, horizon)
-  frozen = partition.frozen_paths(params, mode="backbone",
-                                  conditioning_patterns=type(backbone).CONDITIONING_PATTERNS)
+  expert = expert_interface(backbone)
+  frozen = FreezeRule("backbone", expert.conditioning_patterns).frozen_paths(params)
   trainable, frozen_part = partition.split(params, frozen)
   count = lambda d: sum(int(np.prod(v.shape)) for v in d.values())
   enc = {k: v for k, v in trainable.items() if k.startswith("encoder/")}
@@ -73,7 +78,7 @@ def test_stage2_partition_counts_full_size(key):
   assert count(bb_train) == want_train and len(bb_train) == want_leaves
   assert count(enc) == ENCODER_PARAMS
   # Normal training freezes nothing.
-  assert partition.frozen_paths(params, mode="none", conditioning_patterns=()) == frozenset()
+  assert FreezeRule("none", expert.conditioning_patterns).frozen_paths(params) == frozenset()
 
 
 SMALL = {"dp_c": dict(down_dims=(16, 32, 64), diffusion_step_embed_dim=16),
@@ -83,61 +88,96 @@ SMALL = {"dp_c": dict(down_dims=(16, 32, 64), diffusion_step_embed_dim=16),
          "unified": dict(n_layer=2, n_head=2, n_emb=32)}
 
 
-# DP-T-FiLM builds a FiLM for self-attention that its config leaves unused (spec §3.4): it is in
-# the trainable set but never receives a gradient (only AdamW's weight decay moves its kernel;
-# PyTorch skips grad-less tensors entirely, a difference without effect on the outputs).
+# DP-T-FiLM builds a FiLM for self-attention that its config leaves unused (§3.4): it is in
+# the trainable set but never receives a gradient.
 UNUSED = {"dp_t_film": "cond_film_self_attn"}
 
 
-def _config(mode):
-  return ml_collections.ConfigDict(dict(
-      seed=0, freeze=config_lib.freeze_config(mode), ema=config_lib.ema_config(),
-      optimizer=dict(config_lib.optimizer_config("dp_mlp", "finetune").to_dict(),
-                     learning_rate=1e-3, warmup_steps=0)))
+@dataclasses.dataclass(frozen=True)
+class InMemoryStage1:
+  """The stage-1 loader's copy rule applied to params held in memory (no checkpoint I/O)."""
+  source: dict
+  conditioning_patterns: tuple
+  reinit_patterns: tuple
+
+  def load(self, params):
+    return copy_backbone(params, self.source, conditioning_patterns=self.conditioning_patterns,
+                         reinit_patterns=self.reinit_patterns)
 
 
 @pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: "-".join((k[0],) + k[1]))
 def test_stage2_steps_freeze_backbone_and_train_conditioning(key):
+  """The real train step, weight decay off: frozen leaves stay bitwise equal, every
+  conditioning leaf has a non-zero gradient (through the frozen backbone's activations, which
+  a stop_gradient on activations would cut) and moves; the encoder's gradient is non-zero."""
   name, cond = key
   backbone = _backbone(name, cond, **SMALL[name])
+  expert = expert_interface(backbone)
   horizon = 16 if name in ("dp_c", "dp_mlp") else 10
   policy = Policy(ObservationEncoder(lowdim_keys=("state",)), backbone)
-  head = make_head(config_lib.head_config("diffusion"))
   rng = np.random.default_rng(0)
   batch = {"obs": {"state": jnp.asarray(rng.uniform(-1, 1, (8, 2, 9)), jnp.float32)},
            "actions": jnp.asarray(rng.uniform(-1, 1, (8, horizon, 10)), jnp.float32)}
-  # "Stage 1": the same backbone trained on another condition width (8-D x horizon frames).
+  # "Stage 1": the same backbone on another condition width (8-D x horizon frames).
   stage1 = init_policy(Policy(ObservationEncoder(lowdim_keys=("state",)), backbone),
                        jax.random.key(7), {"state": jnp.zeros((1, horizon, 8))}, (horizon, 10))
-  cfg = _config("backbone")
-  state, tx, _ = trainer.build_initial_state(cfg, policy, batch["obs"], (horizon, 10),
-                                             type(backbone).CONDITIONING_PATTERNS, 10)
-  params, copied = partition.copy_by_path(state.params, stage1,
-                                          skip_patterns=type(backbone).CONDITIONING_PATTERNS)
-  assert copied
-  state = state.replace(params=params)
+  cfg = config_lib.finetune_config("decoupled")
+  cfg.optimizer.update(learning_rate=1e-3, warmup_steps=0, weight_decay=0.0,
+                       encoder_weight_decay=0.0)
+  cfg.train.num_steps = 10
+  stage = Stage(name="finetune", policy=policy, head=make_head(config_lib.head_config()),
+                example_obs=batch["obs"], action_shape=(horizon, 10), meta={},
+                freeze=FreezeRule("backbone", expert.conditioning_patterns),
+                weights=InMemoryStage1(stage1, expert.conditioning_patterns,
+                                       expert.reinit_on_load_patterns),
+                no_weight_decay=expert.no_weight_decay_patterns,
+                host_batches=lambda start: iter(()))
+  state, tx, _, report = trainer.build_initial_state(cfg, stage)
+  assert report["copied"]
+  frozen_set = state.frozen
+  assert frozen_set and all(p.startswith("backbone/") for p in frozen_set)
+  assert set(report["copied"]) >= frozen_set      # every frozen leaf comes from stage 1
   before = partition.flatten(state.params)
-  step = jax.jit(make_train_step(policy, head, tx))
-  key_ = jax.random.key(0)
-  for _ in range(4):
-    state, metrics = step(state, batch, key_)
+  step = jax.jit(make_train_step(policy, stage.head, tx))
+  for _ in range(3):
+    state, _ = step(state, batch, jax.random.key(0))
   after = partition.flatten(state.params)
-  assert set(after) == set(before)
   unused = lambda path: name in UNUSED and UNUSED[name] in path
   for path in before:
     unchanged = bool(jnp.array_equal(before[path], after[path]))
-    if unused(path):
-      continue
-    assert unchanged == (path in state.frozen), (path, "frozen" if path in state.frozen else "trainable")
-  # Gradients of every conditioning leaf, at the current params, through the frozen backbone.
-  trainable, frozen = partition.split(state.params, state.frozen)
-  def loss(tr):
-    p = partition.merge(tr, jax.lax.stop_gradient(frozen))
-    c = policy.apply({"params": p}, batch["obs"], method=Policy.encode)
-    fn = make_denoise_fn(policy, p, c, train=False)
-    return head.loss(fn, batch["actions"], jax.random.key(3))
-  grads = jax.grad(loss)(trainable)
-  assert set(grads) == set(trainable) and len(grads) > 0
+    if path in frozen_set:
+      assert unchanged, (path, "frozen leaf moved")
+    else:
+      assert unchanged == unused(path), (path, "trainable leaf did not move")
+  # Gradients of the train step's own loss at the current params (after a few steps: a
+  # zero-initialised LoRA up-projection gives its down-projection no gradient at step 0).
+  trainable, frozen = partition.split(state.params, frozen_set)
+  grads = jax.grad(make_loss_fn(policy, stage.head))(trainable, frozen, batch, jax.random.key(3))
+  assert set(grads) == set(trainable)
   for path, g in grads.items():
-    assert path.startswith("backbone/"), path
-    assert (float(jnp.abs(g).max()) > 0) != unused(path), path
+    assert path.startswith("backbone/"), path       # the low-dim encoder has no params
+    nonzero = float(jnp.abs(g).max()) > 0
+    assert nonzero != unused(path), (path, "gradient", nonzero)
+
+
+def test_encoder_gradient_flows_through_the_frozen_backbone():
+  """An image encoder's only path to the loss is the frozen backbone's activations."""
+  backbone = _backbone("dp_mlp", (), **SMALL["dp_mlp"])
+  expert = expert_interface(backbone)
+  enc = ObservationEncoder(image_keys=("agentview_image",), lowdim_keys=())
+  policy = Policy(enc, backbone)
+  rng = np.random.default_rng(0)
+  batch = {"obs": {"agentview_image": jnp.asarray(rng.integers(0, 255, (2, 2, 84, 84, 3)),
+                                                  jnp.uint8)},
+           "actions": jnp.asarray(rng.uniform(-1, 1, (2, 16, 10)), jnp.float32)}
+  head = make_head(config_lib.head_config())
+  cfg = config_lib.finetune_config("random_frozen")
+  stage = Stage(name="finetune", policy=policy, head=head, example_obs=batch["obs"],
+                action_shape=(16, 10), meta={},
+                freeze=FreezeRule("backbone", expert.conditioning_patterns),
+                host_batches=lambda start: iter(()))
+  state = trainer.build_initial_state(cfg, stage)[0]
+  trainable, frozen = partition.split(state.params, state.frozen)
+  grads = jax.grad(make_loss_fn(policy, head))(trainable, frozen, batch, jax.random.key(1))
+  enc_grads = [float(jnp.abs(g).max()) for p, g in grads.items() if p.startswith("encoder/")]
+  assert enc_grads and min(enc_grads) > 0

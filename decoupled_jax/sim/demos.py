@@ -7,6 +7,12 @@ atomically) or `seed_XXXXXXX.fail`. Shards are append-only, so rerunning skips e
 already tried and continues. Once `num_demos` successes exist, the first `num_demos` (by seed)
 are merged into `<output>/<Task>.hdf5` atomically (tmp + os.replace), with masks train/valid,
 and a summary `<Task>.hdf5.json` is written. `experiments/generate_demos.py` is the binary.
+
+An attempt is a pure function of its seed: `env.reset(seed)` re-seeds everything random in
+robosuite, rebuilding the model where it is random (Lift's cube size), and the expert's noise
+restarts from the seed (`experts.run_expert_episode`). So a seed's demo (states, actions,
+observations) is the same bit for bit whichever worker made it and whatever it ran before, and
+each demo records its `seed` attribute (used by `evaluator.demo_initial_states`).
 """
 from __future__ import annotations
 

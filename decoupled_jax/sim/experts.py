@@ -12,7 +12,7 @@ the absolute OSC controller consumes, see `sim/frames.py`); gripper -1 open, +1 
 
 Usage:
     env = make_env('lift'); expert = make_expert('Lift')
-    obs = env.reset(seed); expert.reset(env, obs)
+    obs = env.reset(seed); expert.reset(env, obs, seed)
     while not done: obs, r, d, info = env.step(expert.act(env, obs))
 or `run_expert_episode(env, expert, seed)` which also records observations, actions, states.
 """
@@ -62,14 +62,20 @@ class ScriptedExpert:
   task: str = ""
   max_steps: int = 400
 
-  def __init__(self, *, accel: float = 1.5, ang_speed: float = 1.5, noise: float = 0.0, rng=None):
+  def __init__(self, *, accel: float = 1.5, ang_speed: float = 1.5, noise: float = 0.0,
+               noise_seed: int = 0):
     self.accel = accel
     self.ang_speed = ang_speed
     self.noise = noise
-    self.rng = rng if rng is not None else np.random.default_rng(0)
+    self.noise_seed = int(noise_seed)
+    self.rng = np.random.default_rng(self.noise_seed)
 
   # -- state
-  def reset(self, env, obs):
+  def reset(self, env, obs, seed: int | None = None):
+    """Start an episode. The action-noise generator restarts from (noise_seed, seed), so an
+    episode does not depend on the episodes this expert ran before."""
+    self.rng = np.random.default_rng(
+        self.noise_seed if seed is None else (self.noise_seed, int(seed)))
     self.cmd_pos = np.array(obs["robot0_eef_pos"], np.float64)
     self.cmd_rot = frames.hand_quat_to_site_matrix(obs["robot0_eef_quat"])
     self.cmd_vel = np.zeros(3)
@@ -351,13 +357,16 @@ def run_expert_episode(env, expert: ScriptedExpert, seed: int, *, max_steps: int
                        record: bool = True, extra_steps_after_success: int = 0) -> dict:
   """Roll out one expert episode; stops `extra_steps_after_success` steps after first success.
 
+  The episode is a pure function of (`seed`, the expert's parameters): the same seed gives the
+  same arrays bit for bit, in any process, whatever ran before.
+
   Returns {'success', 'length', 'seed', and when `record`: 'obs' (dict of (T, ...)),
   'actions' (T, 7), 'states' (T, S), 'rewards' (T,), 'dones' (T,)}; obs[t] is the observation
   the action at t was chosen from (robomimic layout).
   """
   max_steps = max_steps or expert.max_steps
-  obs = env.reset(seed)
-  expert.reset(env, obs)
+  obs = env.reset(seed)  # the env re-seeds everything (incl. the model build) from `seed`
+  expert.reset(env, obs, seed)
   obs_list, actions, states, rewards, dones = [], [], [], [], []
   success, after = False, 0
   for _ in range(max_steps):

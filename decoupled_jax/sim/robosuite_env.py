@@ -1,7 +1,9 @@
-"""Simulator adapters: one small interface every evaluation / demo-generation backend implements.
+"""The robosuite env adapter used by the evaluator, the scripted experts and demo generation.
 
 `EnvAdapter` is the contract the evaluator (`sim/evaluator.py`), the scripted experts
-(`sim/experts.py`) and demo generation (`experiments/generate_demos.py`) rely on:
+(`sim/experts.py`) and demo generation (`sim/demos.py`) rely on; `RobosuiteEnv` is its only
+implementation and `make_env(task)` / `make_env_from_spec(spec)` build it directly (task aliases:
+`lift`, `stack`, `square`, `can`, or the robosuite env names):
 
   * observations are dicts keyed by **robomimic names** (`robot0_eef_pos`, `robot0_eef_quat`
     (xyzw), `robot0_gripper_qpos`, `robot0_joint_pos`, `object`, and with images
@@ -9,13 +11,30 @@
   * actions are 7-D absolute end-effector targets `[pos(3), axis-angle(3), gripper]` in the
     MuJoCo world frame (gripper -1 open, +1 close); see `sim/frames.py` for how their
     orientation relates to `robot0_eef_quat`;
-  * `reset(seed)` is deterministic given the seed (the task's own placement randomisation is
-    driven by a generator re-seeded in place).
+  * `reset(seed)` makes the episode a pure function of `seed`, whatever ran before in the
+    process (see "Determinism" below); `reset_to_state(state, seed)` additionally starts from a
+    flat MuJoCo state (a demo's `states[0]`, the way robomimic's `reset_to` does).
 
-Backends register a factory under a name with `register_backend`; `make_env(task)` resolves
-task aliases (`lift`, `stack`, `square`, `can`, or the robosuite env names) to a backend.
-Only the robosuite backend exists; MimicGen / LIBERO adapters plug in by subclassing
-`EnvAdapter` and calling `register_backend(name, factory, tasks=...)`.
+Determinism. Everything random in an episode is drawn from generators re-seeded from the
+episode seed at `reset(seed)`:
+  * `env.rng`: robosuite 1.5.2's one generator (`np.random.default_rng(seed)` at construction,
+    OS entropy when unseeded), held by reference by the placement samplers and used for the
+    robot's initial-joint noise, is re-seeded in place;
+  * tasks whose *model* is random when built are rebuilt from the re-seeded `env.rng` at every
+    seeded reset (`_REBUILD_ON_RESET`): Lift draws the cube's half-size from U[0.020, 0.022]^3 in
+    `_load_model` (`BoxObject(size_min, size_max, rng=self.rng)`). The other tasks' models are
+    fixed (Stack's cube sizes have size_min == size_max; NutAssemblySquare and PickPlaceCan load
+    fixed meshes; materials, colours and arenas are constant), so they keep the cheap soft reset
+    (`mj_resetData` + robosuite's re-initialisation of robots, controllers and placements). The
+    rebuild keeps the process's offscreen GL context (and the uploaded textures/meshes when the
+    new model's assets are unchanged), so it costs one MJCF compile, not a new renderer;
+  * numpy's global RNG (robosuite draws from it only for observation corruption / delays, not
+    configured here) is swapped for a per-env state seeded from the episode seed during every
+    robosuite call, so nothing leaks in from, or out to, the caller.
+
+Only robosuite is supported, in-process. Simulators whose dependencies conflict with this
+environment (e.g. LIBERO) are meant to run in their own process and talk to a policy server,
+not to plug in here.
 
 Images follow robosuite's default "opengl" convention (vertically flipped, as in the
 robomimic/MimicGen HDF5 files), so generated and downloaded data look alike. `render()`
@@ -24,11 +43,12 @@ returns upright frames for videos.
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 import dataclasses
 import logging
 import os
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -53,7 +73,7 @@ TASK_ALIASES = {
 
 
 def canonical_task(task: str) -> str:
-  if task in ROBOSUITE_TASKS or task in _BACKENDS_BY_TASK:
+  if task in ROBOSUITE_TASKS:
     return task
   key = task.lower()
   if key in TASK_ALIASES:
@@ -65,7 +85,6 @@ def canonical_task(task: str) -> str:
 class EnvSpec:
   """Everything needed to rebuild an env in another process (picklable)."""
   task: str                       # canonical name, e.g. 'Lift'
-  backend: str = "robosuite"
   use_images: bool = False
   image_size: int = 84
   render_size: int = 256           # frames for videos (`render()`)
@@ -80,7 +99,7 @@ class EnvSpec:
 
 
 class EnvAdapter(abc.ABC):
-  """Backend-independent env interface (see module docstring)."""
+  """The env interface the evaluator, experts and demo generation use (see module docstring)."""
   spec: EnvSpec
 
   @property
@@ -89,6 +108,10 @@ class EnvAdapter(abc.ABC):
 
   @abc.abstractmethod
   def reset(self, seed: int | None = None) -> dict[str, np.ndarray]: ...
+
+  @abc.abstractmethod
+  def reset_to_state(self, state: np.ndarray, seed: int | None = None) -> dict[str, np.ndarray]:
+    """`reset(seed)`, then set the flat simulator state `state` (robomimic `states[t]`)."""
 
   @abc.abstractmethod
   def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict]: ...
@@ -109,49 +132,68 @@ class EnvAdapter(abc.ABC):
     """robomimic-style env metadata: {'env_name', 'env_version', 'type', 'env_kwargs'}."""
 
   def privileged(self) -> dict[str, np.ndarray]:
-    """Object / scene ground truth for scripted experts (backend-specific keys)."""
+    """Object / scene ground truth for scripted experts (task-specific keys)."""
     raise NotImplementedError
 
   def close(self) -> None:
     pass
 
 
-# ----------------------------------------------------------------------------- registry
-_BACKENDS: dict[str, Callable[[EnvSpec, int | None], EnvAdapter]] = {}
-_BACKENDS_BY_TASK: dict[str, str] = {}
-
-
-def register_backend(name: str, factory: Callable[[EnvSpec, int | None], EnvAdapter],
-                     tasks: Sequence[str] = ()) -> None:
-  """Register `factory(spec, seed) -> EnvAdapter` under `name`, serving `tasks`."""
-  _BACKENDS[name] = factory
-  for t in tasks:
-    _BACKENDS_BY_TASK[t] = name
-
-
+# ----------------------------------------------------------------------------- factory
 def make_spec(task: str, *, use_images: bool = False, image_size: int = 84,
               render_size: int = 256, offscreen: bool = True, **extra) -> EnvSpec:
-  task = canonical_task(task)
-  backend = _BACKENDS_BY_TASK.get(task, "robosuite")
-  return EnvSpec(task=task, backend=backend, use_images=use_images, image_size=image_size,
+  return EnvSpec(task=canonical_task(task), use_images=use_images, image_size=image_size,
                  render_size=render_size, offscreen=offscreen, extra_kwargs=dict(extra))
 
 
 def make_env_from_spec(spec: EnvSpec, seed: int | None = None) -> EnvAdapter:
-  if spec.backend not in _BACKENDS:
-    raise KeyError(f"no env backend {spec.backend!r}; registered: {sorted(_BACKENDS)}")
-  return _BACKENDS[spec.backend](spec, seed)
+  """Build the env described by `spec`; `seed` seeds construction (episodes: `reset(seed)`)."""
+  return RobosuiteEnv(spec, seed)
 
 
 def make_env(task: str, *, use_images: bool = False, image_size: int = 84, seed: int | None = None,
              render_size: int = 256, offscreen: bool = True, **extra) -> EnvAdapter:
-  """Build an adapter for `task` (alias or env name). `extra` goes to the backend constructor."""
+  """Build an adapter for `task` (alias or env name). `extra` goes to the robosuite constructor."""
   spec = make_spec(task, use_images=use_images, image_size=image_size, render_size=render_size,
                    offscreen=offscreen, **extra)
   return make_env_from_spec(spec, seed)
 
 
 # ----------------------------------------------------------------------------- robosuite
+# Tasks whose robosuite (1.5.2) model draws from `env.rng` when it is built; they are rebuilt at
+# every seeded reset (see the module docstring; `test_eval_repro.py` checks the others' XML is
+# seed-independent).
+_REBUILD_ON_RESET = frozenset({"Lift"})
+
+
+def _global_rng_state(seed: int):
+  """A `np.random` global state derived from an episode seed (independent of `env.rng`'s)."""
+  words = np.random.SeedSequence([int(seed), 0x6E70]).generate_state(8)
+  return np.random.RandomState(words).get_state()
+
+
+def _render_assets_equal(a, b) -> bool:
+  """True when two MjModels upload the same textures / meshes / hfields / skins to an MjrContext."""
+  fields = ("tex_data", "tex_adr", "tex_width", "tex_height", "tex_nchannel", "tex_type",
+            "mesh_vert", "mesh_normal", "mesh_face", "mesh_facenormal", "mesh_texcoord",
+            "mesh_vertadr", "mesh_vertnum", "mesh_faceadr", "mesh_facenum",
+            "hfield_data", "hfield_size", "hfield_nrow", "hfield_ncol", "skin_vert", "skin_face",
+            "flex_vert")
+  try:
+    for f in fields:
+      if hasattr(a, f) != hasattr(b, f):
+        return False
+      if hasattr(a, f) and not np.array_equal(getattr(a, f), getattr(b, f)):
+        return False
+    va, vb = a.vis, b.vis
+    return (va.global_.offwidth == vb.global_.offwidth
+            and va.global_.offheight == vb.global_.offheight
+            and va.quality.offsamples == vb.quality.offsamples
+            and va.quality.shadowsize == vb.quality.shadowsize)
+  except Exception:  # noqa: BLE001  (a MuJoCo version without some field: rebuild the context)
+    return False
+
+
 def _import_robosuite():
   os.environ.setdefault("MUJOCO_GL", "egl")
   import robosuite  # noqa: WPS433
@@ -208,7 +250,12 @@ class RobosuiteEnv(EnvAdapter):
     )
     self._env_name = env_name
     self._robosuite_version = robosuite.__version__
-    self.env = robosuite.make(env_name, seed=seed, **self._env_kwargs)
+    self._np_global = _global_rng_state(0 if seed is None else seed)
+    with self._own_global_rng():
+      self.env = robosuite.make(env_name, seed=seed, **self._env_kwargs)
+    self._rebuild = spec.task in _REBUILD_ON_RESET
+    self._robosuite_initialize_sim = self.env._initialize_sim
+    self.env._initialize_sim = self._initialize_sim_keep_renderer
     self._shadows_off()
     self._raw: dict[str, np.ndarray] = {}
     self._success = False
@@ -231,27 +278,93 @@ class RobosuiteEnv(EnvAdapter):
         out[k] = np.ascontiguousarray(raw[k], dtype=np.uint8)
     return out
 
+  @contextlib.contextmanager
+  def _own_global_rng(self):
+    """Run robosuite with this env's own `np.random` global state (seeded per episode)."""
+    outer = np.random.get_state()
+    np.random.set_state(self._np_global)
+    try:
+      yield
+    finally:
+      self._np_global = np.random.get_state()
+      np.random.set_state(outer)
+
+  def _initialize_sim_keep_renderer(self, xml_string=None):
+    """robosuite's `_initialize_sim` (new MjSim), moving the offscreen renderer to the new sim.
+
+    robosuite would create a fresh GL context + MjrContext for every rebuilt sim (~0.5-1 s with
+    software EGL, and the old ones linger); the GL context is reused, and the MjrContext too when
+    the new model's textures/meshes are the same (Lift: only the cube's box size changes).
+    """
+    old = getattr(self.env, "sim", None)
+    ctx = getattr(old, "_render_context_offscreen", None) if old is not None else None
+    self._robosuite_initialize_sim(xml_string)
+    sim = self.env.sim
+    sim.model.light_castshadow[:] = 0
+    if ctx is None or sim is old:
+      return
+    import mujoco
+    old._render_context_offscreen = None
+    ctx.gl_ctx.make_current()
+    if not _render_assets_equal(ctx.model._model, sim.model._model):
+      ctx.con.free()
+      ctx.model = sim.model
+      ctx._set_mujoco_context_and_buffers()
+    ctx.sim, ctx.model, ctx.data = sim, sim.model, sim.data
+    ctx.scn = mujoco.MjvScene(sim.model._model, maxgeom=10000)
+    sim.add_render_context(ctx)
+
   def _reseed(self, seed: int):
     # The placement samplers and robot init-noise share `env.rng` by reference; reseed in place.
     self.env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+    self._np_global = _global_rng_state(seed)
 
   # -- EnvAdapter
   def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
-    if seed is not None:
-      self._reseed(int(seed))
-    self._raw = self.env.reset()
-    self._shadows_off()
-    # robosuite fills the object-to-eef observables lazily; one refresh makes reset obs match
-    # the step obs layout exactly.
-    self._raw = self.env._get_observations(force_update=True)
+    """New episode; with a seed, the episode is a pure function of it (module docstring)."""
+    with self._own_global_rng():
+      rebuild = seed is not None and self._rebuild
+      if seed is not None:
+        self._reseed(int(seed))
+      self.env.hard_reset = rebuild  # rebuild the model from the re-seeded env.rng
+      try:
+        self._raw = self.env.reset()
+      finally:
+        self.env.hard_reset = False
+      self._shadows_off()
+      # robosuite fills the object-to-eef observables lazily; one refresh makes reset obs match
+      # the step obs layout exactly.
+      self._raw = self.env._get_observations(force_update=True)
     self._success = False
+    return self._convert(self._raw)
+
+  def reset_to_state(self, state: np.ndarray, seed: int | None = None) -> dict[str, np.ndarray]:
+    """`reset(seed)`, then the flat MuJoCo state `state` (as robomimic's `reset_to`).
+
+    The seed still matters: it fixes the model (Lift's cube size is not part of `state`), so pass
+    the seed the demo was generated with when it is known.
+    """
+    state = np.asarray(state, np.float64).reshape(-1)
+    n = 1 + self.env.sim.model.nq + self.env.sim.model.nv
+    if state.shape != (n,) or not np.all(np.isfinite(state)):
+      raise ValueError(f"{self.spec.task}: expected a finite flat state of size {n} "
+                       f"(time, qpos, qvel), got shape {state.shape}")
+    self.reset(seed)
+    sim = self.env.sim
+    with self._own_global_rng():
+      sim.set_state_from_flattened(state)
+      sim.forward()
+      self.env.update_state()
+      self._raw = self.env._get_observations(force_update=True)
+    self._success = bool(self.env._check_success())
     return self._convert(self._raw)
 
   def step(self, action):
     action = np.asarray(action, dtype=np.float64).reshape(-1)
     if action.shape != (7,) or not np.all(np.isfinite(action)):
       raise ValueError(f"{self.spec.task}: expected a finite 7-D action, got {action!r}")
-    self._raw, reward, done, info = self.env.step(action)
+    with self._own_global_rng():
+      self._raw, reward, done, info = self.env.step(action)
     self._success = bool(self.env._check_success())
     info = dict(info)
     info["success"] = self._success
@@ -297,5 +410,3 @@ class RobosuiteEnv(EnvAdapter):
     except Exception:  # noqa: BLE001  (renderer teardown can fail at interpreter exit)
       pass
 
-
-register_backend("robosuite", lambda spec, seed: RobosuiteEnv(spec, seed), tasks=tuple(ROBOSUITE_TASKS))

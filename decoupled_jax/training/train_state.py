@@ -44,14 +44,10 @@ def create_train_state(params: dict, frozen: frozenset, tx: optax.GradientTransf
                     ema=jax.tree.map(jnp.array, trainable), frozen=frozen)
 
 
-def make_train_step(policy: Policy, head: Any, tx: optax.GradientTransformation, *,
-                    ema_power: float = 0.75, ema_max_decay: float = 0.9999,
-                    ema_enabled: bool = True) -> Callable:
-  """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
-
-  batch = {'obs': {key: (B, To, ...)}, 'actions': (B, H, Da)}, already normalised.
-  rng is the run's base key; the step's key is fold_in(rng, state.step).
-  """
+def make_loss_fn(policy: Policy, head: Any) -> Callable:
+  """`loss_fn(trainable, frozen, batch, rng)`: the training loss, differentiable in the flat
+  trainable dict only. Frozen *parameters* pass through `stop_gradient`; activations do not,
+  so gradients reach the conditioning layers and the encoder through the frozen backbone."""
 
   def loss_fn(trainable, frozen, batch, rng):
     params = partition.merge(trainable, jax.lax.stop_gradient(frozen))
@@ -60,6 +56,19 @@ def make_train_step(policy: Policy, head: Any, tx: optax.GradientTransformation,
                         rngs={"crop": crop_rng})
     denoise_fn = make_denoise_fn(policy, params, cond, train=True, rng=dropout_rng)
     return head.loss(denoise_fn, batch["actions"], head_rng)
+
+  return loss_fn
+
+
+def make_train_step(policy: Policy, head: Any, tx: optax.GradientTransformation, *,
+                    ema_power: float = 0.75, ema_max_decay: float = 0.9999,
+                    ema_enabled: bool = True) -> Callable:
+  """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
+
+  batch = {'obs': {key: (B, To, ...)}, 'actions': (B, H, Da)}, already normalised.
+  rng is the run's base key; the step's key is fold_in(rng, state.step).
+  """
+  loss_fn = make_loss_fn(policy, head)
 
   def train_step(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
