@@ -10,9 +10,10 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev,sim]'
-	# robosuite pins mink==0.0.5 (numpy<2), which jax>=0.10 cannot use: install both without
-	# their pins; their real dependencies come from the `sim` extra above.
-	$(PY) -m pip install --no-deps robosuite==1.5.2 mink==0.0.5
+	# robosuite pins mink==0.0.5 (numpy<2), which jax>=0.10 cannot use, and openpi-client (the
+	# reference client of the policy server's tests) pins numpy<2 too: install them without
+	# their pins; their real dependencies come from setup.py and the `sim` extra above.
+	$(PY) -m pip install --no-deps robosuite==1.5.2 mink==0.0.5 openpi-client==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed

@@ -14,26 +14,27 @@ Batch: 64 (the paper's), DP-C 16 by default on CPU (--dpc_batch).
 """
 import os
 
-from decoupled_jax.runtime import configure_environment  # noqa: E402
+from decoupled_jax import cli
 
-configure_environment()  # before jax/mujoco are imported
+cli.prelude()  # before jax / mujoco are imported
 
 import json  # noqa: E402
 import time  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from decoupled_jax import config_lib  # noqa: E402
 from decoupled_jax.data.episodes import EpisodeData  # noqa: E402
 from decoupled_jax.data.windows import WindowSampler  # noqa: E402
 from decoupled_jax.heads import make_head  # noqa: E402
-from decoupled_jax.pipelines import common  # noqa: E402
+from decoupled_jax.backbones import count_params, expert_interface  # noqa: E402
 from decoupled_jax.training import trainer  # noqa: E402
-from decoupled_jax.training.policy import make_sample_fn  # noqa: E402
+from decoupled_jax.training.partition import FreezeRule  # noqa: E402
+from decoupled_jax.training.policy import make_sample_fn, policy_from_config  # noqa: E402
+from decoupled_jax.training.stage import Stage  # noqa: E402
 from decoupled_jax.training.train_state import make_train_step  # noqa: E402
 
 flags.DEFINE_list("backbones", ["dp_mlp", "dp_c", "dp_t", "dp_t_film", "unified"],
@@ -56,13 +57,9 @@ PYTORCH_REFERENCE_S = {("dp_mlp", 64, "normal"): 0.582, ("dp_mlp", 64, "decouple
 
 
 def make_config(arch, mode):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.backbone = config_lib.backbone_config(arch, FLAGS.conditioning)
-  c.head = config_lib.head_config("diffusion")
-  c.optimizer = config_lib.optimizer_config(arch, "finetune")
-  c.ema = config_lib.ema_config()
-  c.freeze = config_lib.freeze_config("backbone" if mode == "decoupled" else "none")
+  c = config_lib.finetune_config("decoupled" if mode == "decoupled" else "normal", arch,
+                                 FLAGS.conditioning)
+  c.train.num_steps = 1000
   return c
 
 
@@ -79,13 +76,18 @@ def timed(fn, reps):
 def bench_train(arch, mode, batch):
   cfg = make_config(arch, mode)
   horizon = config_lib.default_horizon(arch)
-  policy, backbone = common.make_policy(cfg, lowdim_keys=("features",))
+  policy = policy_from_config(cfg, lowdim_keys=("features",))
+  expert = expert_interface(policy.backbone)
   head = make_head(cfg.head)
   obs = {"features": jnp.zeros((batch, N_OBS, COND_DIM), jnp.float32)}
+  stage = Stage(name="finetune", policy=policy, head=head, example_obs=obs,
+                action_shape=(horizon, 10), meta={},
+                freeze=FreezeRule("backbone" if mode == "decoupled" else "none",
+                                  expert.conditioning_patterns),
+                no_weight_decay=expert.no_weight_decay_patterns,
+                host_batches=lambda start: iter(()))
   t0 = time.perf_counter()
-  state, tx, _ = trainer.build_initial_state(
-      cfg, policy, obs, (horizon, 10), common.conditioning_patterns(backbone), 1000,
-      common.backbone_no_decay(backbone))
+  state, tx, _, _ = trainer.build_initial_state(cfg, stage)
   init_s = time.perf_counter() - t0
   step = jax.jit(make_train_step(policy, head, tx), donate_argnums=(0,))
   rng = np.random.default_rng(0)
@@ -103,8 +105,8 @@ def bench_train(arch, mode, batch):
     state, m = compiled(state, batch_data, key)
   jax.block_until_ready(state)
   step_s = (time.perf_counter() - t0) / FLAGS.steps
-  n_params = trainer.count(state.params)
-  n_train = trainer.count(state.ema)
+  n_params = count_params(state.params)
+  n_train = count_params(state.ema)
   ref = PYTORCH_REFERENCE_S.get((arch, batch, mode))
   return {"backbone": arch, "mode": mode, "batch": batch, "horizon": horizon,
           "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "samples_per_s": batch / step_s,
@@ -199,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -7,16 +7,15 @@ windows/s per batch size and the first-batch latency of a fresh sampler (build +
 """
 import os
 
-# Must precede the jax import: MJX is 50-400x slower on XLA:CPU with the fusion emitters.
-from decoupled_jax.runtime import configure_environment  # noqa: E402
+from decoupled_jax import cli
 
-configure_environment()  # before jax/mujoco are imported
+cli.prelude()  # before jax / mujoco are imported
 
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import mujoco  # noqa: E402
@@ -115,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

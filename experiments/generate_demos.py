@@ -14,11 +14,13 @@ with masks train/valid, and a summary `<Task>.hdf5.json` is written. The expert 
 """
 from __future__ import annotations
 
-import os
+from decoupled_jax import cli
 
-from absl import app, flags
+cli.prelude()  # before mujoco is imported
 
-from decoupled_jax.sim.demos import generate_task
+from absl import app, flags  # noqa: E402
+
+from decoupled_jax.sim.demos import generate_task  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("task", "lift", "task or comma-separated list (lift, stack, square, can, or env names)")
@@ -40,7 +42,6 @@ def main(argv):
   out_dir = FLAGS.output or FLAGS.workdir
   if not out_dir:
     raise app.UsageError("--output (or --workdir) is required")
-  os.environ.setdefault("MUJOCO_GL", "egl")
   for task in [t.strip() for t in FLAGS.task.split(",") if t.strip()]:
     s = generate_task(task, out_dir, num_demos=FLAGS.num_demos, num_workers=FLAGS.num_workers,
                       images=FLAGS.images, image_size=FLAGS.image_size, seed=FLAGS.seed,
@@ -60,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,9 +1,8 @@
 """Test configuration shared by the whole suite.
 
 XLA:CPU flags must be set before jax is imported: MJX is 50-400x slower with the default
-CPU fusion emitters (../shared/notes/platform.md); the flag does not slow ordinary training.
+CPU fusion emitters (decoupled_jax/runtime.py); the flag does not slow ordinary training.
 """
-import os
 
 from decoupled_jax.runtime import configure_environment  # noqa: E402
 
@@ -14,7 +13,7 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+GOLDEN_DIR = REPO_ROOT / "tests" / "data" / "golden"   # diffusers outputs (regenerate.py)
 
 
 def pytest_configure(config):
@@ -24,9 +23,4 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def golden_dir():
-  d = SHARED_DIR / "data" / "golden"
-  if not d.exists():
-    if os.environ.get("CI"):  # CI always has shared/ beside the clone: never skip parity there
-      pytest.fail(f"golden data not found at {d}")
-    pytest.skip(f"golden data not found at {d} (shared/ must sit beside the repository)")
-  return d
+  return GOLDEN_DIR

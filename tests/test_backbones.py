@@ -11,6 +11,8 @@ import pytest
 
 from decoupled_jax import backbones as bb
 from decoupled_jax.backbones.unified import CondDecoderLayer
+from decoupled_jax.training import partition
+from decoupled_jax.training.partition import FreezeRule
 from decoupled_jax.nn import (Conv1d, ConvTranspose1d, ParallelLinear, RMSNorm, TorchLinear,
                               RMS_NORM_EPS, sinusoidal_embedding)
 
@@ -26,8 +28,13 @@ def _abstract_params(model, horizon, n_obs, cond_dim, batch=2):
 
 
 def _split_counts(model, params):
-  train, frozen = bb.partition_by_patterns(params, type(model).CONDITIONING_PATTERNS)
-  return train, frozen
+  """(trainable, frozen) backbone leaves under the stage-2 freeze rule, keyed by paths
+  relative to the backbone, computed by the training partition itself."""
+  rule = FreezeRule("backbone", bb.expert_interface(model).conditioning_patterns)
+  tree = {"backbone": params}
+  train, frozen = partition.split(tree, rule.frozen_paths(tree))
+  strip = lambda d: {k[len("backbone/"):]: v for k, v in d.items()}
+  return strip(train), strip(frozen)
 
 
 def _jit_apply(module):
@@ -264,9 +271,12 @@ def test_dp_t_param_counts_and_trainable_set(name):
   assert p2["cond_pos_emb"].shape == (1, 3, 256) and p2["pos_emb"].shape == (1, 10, 256)
   # Cross-attention weights stay frozen (spec §2.1).
   assert "layer_0/cross_attn/q_proj/kernel" in frozen
-  if name == "dp_t":  # LIBERO loader: pos_emb and the condition MLP stay frozen
-    libero, _ = bb.partition_by_patterns(p2, model.LIBERO_CONDITIONING_PATTERNS)
-    assert set(libero) == {"cond_obs_emb/kernel", "cond_obs_emb/bias", "cond_pos_emb"}
+  if name == "dp_t":  # LIBERO loader: pos_emb and the condition MLP stay frozen (§2.1)
+    rule = FreezeRule("backbone", model.CONDITIONING_PATTERNS,
+                      extra_frozen=(r"^backbone/pos_emb$", r"^backbone/cond_encoder/"))
+    libero = set(partition.flatten({"backbone": p2})) - rule.frozen_paths({"backbone": p2})
+    assert libero == {"backbone/cond_obs_emb/kernel", "backbone/cond_obs_emb/bias",
+                      "backbone/cond_pos_emb"}
 
 
 @pytest.mark.parametrize("n_obs,cond_dim,used_film_m", [(2, 137, 2.17), (10, 8, 1.38)])
@@ -312,7 +322,7 @@ def test_unified_global_vector_param_counts(method):
                        for leaf in ("kernel", "bias")}
   assert "step_encoder/linear_0/kernel" in frozen  # the step MLP is frozen
   if method in ("adaln_zero", "adaln", "ada_rms_norm"):  # norms without affine params
-    assert not any(re.search(r"/norm\d/", k) for k in bb.param_paths(params))
+    assert not any(re.search(r"/norm\d/", k) for k in partition.flatten(params))
 
 
 def test_unified_prefix_trainable_set():
@@ -322,17 +332,6 @@ def test_unified_prefix_trainable_set():
   assert set(train) == DP_T_TRAINABLE
   assert not any("cross_attn" in k for k in frozen)
   assert bb.count_params(params) == 8_997_642 - 8 * (263_168 + 512)  # DP-T minus cross-attn
-
-
-def test_split_by_patterns_mask_matches_partition():
-  model = bb.make_backbone("dp_mlp", n_layer=2, n_emb=32)
-  params = _abstract_params(model, 16, 2, 5)
-  mask = bb.split_by_patterns(params, model.CONDITIONING_PATTERNS)
-  assert jax.tree_util.tree_structure(mask) == jax.tree_util.tree_structure(params)
-  assert mask["block_0"]["cond_film"]["kernel"] is True
-  assert mask["block_0"]["linear1"]["kernel"] is False
-  assert sum(jax.tree_util.tree_leaves(mask)) == 4
-  assert bb.trainable_mask(model, params) == mask
 
 
 def test_registry():
@@ -370,7 +369,7 @@ def _host_params(abstract, seed=0):
   rng = np.random.default_rng(seed)
 
   def make(path, s):
-    leaf = bb.path_str(path).rsplit("/", 1)[-1]
+    leaf = str(getattr(path[-1], "key", path[-1]))
     if leaf == "kernel":
       v = rng.normal(size=s.shape) / math.sqrt(max(1, int(np.prod(s.shape[:-1]))))
     elif leaf == "scale":

@@ -25,6 +25,14 @@ def run_binary(name, *args, expect_ok=True):
   return proc
 
 
+def assert_one_line_error(proc):
+  """A user error: exit status 2, one 'error:' line on stderr, no traceback."""
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  return errors[0]
+
+
 def synthetic_demos(path, num_demos=3, length=30, seed=0):
   """Smooth random trajectories in the robomimic layout (what a real file holds)."""
   rng = np.random.default_rng(seed)
@@ -58,13 +66,16 @@ def stage1_run(tmp_path_factory):
 
 def test_pretrain_binary_trains_refuses_overwrite_and_resumes(stage1_run):
   workdir, cfg = stage1_run
-  summary = json.load(open(os.path.join(workdir, "stage1_summary.json")))
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert summary["steps"] == 4
   for k in ("pos_err_mm", "rot_err_deg", "baseline_pos_err_mm", "baseline_rot_err_deg"):
     assert np.isfinite(summary["eval"][k]), k
   assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   again = run_binary("pretrain.py", cfg, f"--workdir={workdir}", expect_ok=False)
-  assert again.returncode != 0 and "--resume" in again.stderr
+  assert again.returncode == 2 and "--resume" in again.stderr
+  assert_one_line_error(again)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
   run_binary("pretrain.py", cfg, f"--workdir={workdir}", "--config.train.num_steps=6", "--resume")
   assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True).latest_step() == 6
 
@@ -90,32 +101,36 @@ def test_stage2_binary_loads_stage1_freezes_backbone_and_resumes(stage1_run, tmp
     if k in film:
       continue
     np.testing.assert_array_equal(np.asarray(f1[k]), np.asarray(f2[k]), err_msg=k)
-  # Conditioning weights are fresh (the condition width differs from stage 1) and trained.
+  # Conditioning kernels are fresh (the condition width differs from stage 1) and trained.
   assert any(f1.get(k) is None or f1[k].shape != f2[k].shape for k in film)
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["loaded"]["copied"] == len(backbone) - sum(
+      f1.get(k) is None or f1[k].shape != f2[k].shape for k in film)
 
 
 def test_stage2_rejects_mismatched_stage1_and_missing_checkpoint(stage1_run, tmp_path):
   stage1_dir, _ = stage1_run
   data = synthetic_demos(str(tmp_path / "demos.hdf5"))
   cfg = "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=decoupled,debug"
-  # A wider backbone than the stage-1 one: the error names the path and both shapes.
+  # A wider backbone than the stage-1 one: refused from the stage-1 meta, naming the field.
   proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
                     f"--config.stage1_checkpoint={os.path.join(stage1_dir, 'checkpoints')}",
                     "--config.backbone.kwargs.n_emb=48", "--config.eval.num_episodes=0",
                     f"--workdir={tmp_path / 'bad'}", expect_ok=False)
-  assert proc.returncode != 0
-  assert "shape mismatch at 'backbone/" in proc.stderr and "(48" in proc.stderr
+  assert proc.returncode == 2
+  assert "config.backbone" in proc.stderr and "'n_emb': 48" in proc.stderr
+  assert not os.path.exists(tmp_path / "bad" / "checkpoints")
   proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
                     "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'none'}",
                     expect_ok=False)
-  assert "config.stage1_checkpoint" in proc.stderr
+  assert proc.returncode == 2 and "config.stage1_checkpoint" in proc.stderr
   # Another action scale than stage 1 used: a frozen backbone would see other targets.
   proc = run_binary("train.py", cfg, f"--config.data.dataset={data}",
                     f"--config.stage1_checkpoint={os.path.join(stage1_dir, 'checkpoints')}",
                     "--config.data.position_box=((-0.3,-0.3,0.8),(0.3,0.3,1.2))",
                     "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'scale'}",
                     expect_ok=False)
-  assert proc.returncode != 0 and "config.data.position_box" in proc.stderr
+  assert proc.returncode == 2 and "config.data.position_box" in proc.stderr
 
 
 @pytest.mark.parametrize("mode", ["normal", "random_frozen"])

@@ -7,13 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from decoupled_jax import config_lib
 from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.normalizer import (ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN, FieldStats,
-                                           LimitsNormalizer, mimicgen_policy_normalizer)
+                                           LimitsNormalizer)
 from decoupled_jax.data.windows import WindowSampler, prepare_policy_dataset
+from decoupled_jax.pipelines.finetune import policy_normalizer
+from decoupled_jax.backbones.paths import count_params
 from decoupled_jax.encoders import (IMAGE_ENCODER_PARAMS, ObservationEncoder, ResNet18Conv,
-                                    center_crop, count_params, random_crop, spatial_soft_argmax)
+                                    center_crop, random_crop, spatial_soft_argmax)
 
 
 # ----------------------------------------------------------------------------- crops
@@ -186,7 +189,8 @@ def test_normalizer_json_and_errors(tmp_path):
   data = {"actions": np.random.default_rng(1).normal(size=(20, 10)).astype(np.float32),
           "robot0_eef_pos": np.zeros((20, 3), np.float32),
           "robot0_gripper_qpos": np.random.default_rng(2).normal(size=(20, 2)).astype(np.float32)}
-  norm = mimicgen_policy_normalizer(EpisodeData(data, [8, 20]))
+  norm = policy_normalizer(EpisodeData(data, [8, 20]), ("robot0_eef_pos", "robot0_gripper_qpos"),
+                           config_lib.default_position_box())
   assert norm.stats["actions"].dims == (0, 1, 2)
   np.testing.assert_array_equal(norm.stats["robot0_eef_pos"].min, ABCDEFGH_POS_MIN)
   path = tmp_path / "norm_stats.json"
@@ -269,7 +273,7 @@ def test_window_sampler_valid_starts_and_clamping(h, to, ta, drop):
     np.testing.assert_array_equal(executed, ws.anchors[:, None] + np.arange(ta))
 
 
-def test_window_sampler_sample_epoch_and_stage1():
+def test_window_sampler_sample_and_epoch():
   eps = _frame_index_episodes()
   ws = WindowSampler(eps, n_obs_steps=2, horizon=16, n_action_steps=8, obs_keys=("frame",))
   b = ws.sample(0, 6)
@@ -279,12 +283,6 @@ def test_window_sampler_sample_epoch_and_stage1():
   seen = np.concatenate([bb["obs"]["frame"][:, -1, 0] for bb in ws.iterate_epoch(4, 0, drop_last=False)])
   np.testing.assert_array_equal(np.sort(seen), ws.anchors)       # every anchor exactly once
   assert sum(1 for _ in ws.iterate_epoch(4, 0)) == len(ws) // 4
-  # Stage 1: condition and target cover the same n frames; nothing is dropped.
-  s1 = WindowSampler(eps, n_obs_steps=4, mode="stage1", obs_keys=("frame",))
-  assert len(s1) == eps.num_frames and s1.horizon == 4
-  bb = s1.get_batch(np.arange(len(s1)))
-  np.testing.assert_array_equal(bb["obs"]["frame"][..., 0], bb["actions"][..., 0])
-  np.testing.assert_array_equal(bb["obs"]["frame"][0, :, 0], [0, 0, 0, 0])
   with pytest.raises(KeyError, match="nope"):
     WindowSampler(eps, n_obs_steps=2, horizon=16, n_action_steps=8, obs_keys=("nope",))
 

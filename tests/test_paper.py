@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -47,7 +46,7 @@ def test_notebook_runs_the_chain_and_writes_results(chain):
   by_mode = {r["mode"]: r for r in rows}
   assert by_mode["decoupled"]["trainable_params"] < by_mode["normal"]["trainable_params"]
   assert by_mode["normal"]["trainable_params"] == by_mode["normal"]["total_params"]
-  for name in ("results.md", "results.png", "stage1/stage1_summary.json", "demos/Lift.hdf5"):
+  for name in ("results.md", "results.png", "stage1/summary.json", "demos/Lift.hdf5"):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert any(f.endswith(".mp4") for f in os.listdir(os.path.join(workdir, "Lift", "decoupled", "videos")))
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -58,14 +57,14 @@ def test_notebook_runs_the_chain_and_writes_results(chain):
 def test_rerun_skips_finished_stages(chain):
   workdir, _ = chain
   before = os.path.getmtime(os.path.join(workdir, "Lift", "normal", "summary.json"))
-  t0 = time.time()
+  stage1_before = os.path.getmtime(os.path.join(workdir, "stage1", "summary.json"))
   proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "paper.py"),
                          "--config=" + os.path.join(REPO, "configs/quickstart.py") + ":debug",
                          f"--workdir={workdir}"], capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "| Lift | decoupled |" in proc.stdout
   assert os.path.getmtime(os.path.join(workdir, "Lift", "normal", "summary.json")) == before
-  assert time.time() - t0 < 120
+  assert os.path.getmtime(os.path.join(workdir, "stage1", "summary.json")) == stage1_before
 
 
 def test_evaluate_binary_on_a_stage2_checkpoint(chain, tmp_path):

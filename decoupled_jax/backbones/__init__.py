@@ -18,8 +18,7 @@ import flax.linen as nn
 
 from decoupled_jax.backbones.base import ActionExpert, ExpertInterface, expert_interface
 from decoupled_jax.backbones.mlp_film import FiLMMLPBlock, MLPForDiffusion
-from decoupled_jax.backbones.paths import (count_params, matches_any, param_paths,
-                                           partition_by_patterns, path_str, split_by_patterns)
+from decoupled_jax.backbones.paths import count_params, matches_any
 from decoupled_jax.backbones.transformer import (TransformerForDiffusion,
                                                  TransformerForDiffusionFiLM, memory_mask,
                                                  prefix_mask)
@@ -32,8 +31,7 @@ __all__ = [
     "ConditionalUnet1D", "MLPForDiffusion", "FiLMMLPBlock", "TransformerForDiffusion",
     "TransformerForDiffusionFiLM", "UnifiedTransformer", "CONDITIONING_METHODS",
     "TOKEN_METHODS", "GLOBAL_VECTOR_METHODS", "DP_C_MIMICGEN", "DP_C_DROID",
-    "count_params", "split_by_patterns", "partition_by_patterns", "param_paths", "path_str",
-    "matches_any", "memory_mask", "prefix_mask", "ActionExpert", "ExpertInterface",
+    "count_params", "matches_any", "memory_mask", "prefix_mask", "ActionExpert", "ExpertInterface",
     "expert_interface",
 ]
 

@@ -1,31 +1,14 @@
-"""Param-path helpers: '/'-joined paths, counting, and pattern masks (spec §2.1, §12)."""
+"""Param-path helpers shared by the training code: counting and regex matching over
+'/'-joined paths (docs/method.md §2.1, §12). Flattening lives in `training/partition.py`."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import jax
 import numpy as np
 
-__all__ = ["path_str", "param_paths", "count_params", "matches_any", "split_by_patterns",
-           "partition_by_patterns"]
-
-
-def _key_name(k: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """A jax key path -> 'a/b/kernel'."""
-  return "/".join(_key_name(k) for k in path)
-
-
-def param_paths(tree: Any) -> list[str]:
-  """'/'-joined paths of every leaf, in tree order."""
-  return [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
+__all__ = ["count_params", "matches_any"]
 
 
 def count_params(tree: Any) -> int:
@@ -35,24 +18,3 @@ def count_params(tree: Any) -> int:
 
 def matches_any(path: str, patterns: Iterable[str]) -> bool:
   return any(re.search(p, path) for p in patterns)
-
-
-def split_by_patterns(params: Any, patterns: Iterable[str]) -> Any:
-  """Bool tree (same structure as ``params``): True where the leaf's path matches a pattern.
-
-  ``params`` is the backbone's own param dict (without the outer ``{'params': ...}``), so
-  paths look like 'down_0_block_1/cond_film/kernel'. With a backbone's
-  ``CONDITIONING_PATTERNS`` the True leaves are those trained in stage 2.
-  """
-  patterns = tuple(patterns)
-  return jax.tree_util.tree_map_with_path(lambda p, _: matches_any(path_str(p), patterns), params)
-
-
-def partition_by_patterns(params: Any, patterns: Iterable[str]) -> tuple[dict, dict]:
-  """(matching, rest) as flat {path: leaf} dicts; convenient for counting and reports."""
-  patterns = tuple(patterns)
-  match, rest = {}, {}
-  for p, leaf in jax.tree_util.tree_leaves_with_path(params):
-    s = path_str(p)
-    (match if matches_any(s, patterns) else rest)[s] = leaf
-  return match, rest

@@ -17,9 +17,8 @@ Design
   * `fit(episodes, {name: dims})` computes min/max from EpisodeData fields; `to_json` /
     `from_json` persist them (saved next to checkpoints as `norm_stats.json`).
 
-MimicGen scheme (spec §6): action pos dims 0:3 and obs `robot0_eef_pos` with the
-hard-coded ABCDEFGH stats, `robot0_gripper_qpos` from the data; rot6d, gripper action and
-eef_quat untouched -> `mimicgen_policy_normalizer`.
+The stage-2 scheme (which fields, which stats) is `pipelines/finetune.py: policy_normalizer`;
+stage 1's is `pipelines/pretrain.py: stage1_normalizer`.
 """
 from __future__ import annotations
 
@@ -250,14 +249,3 @@ class LimitsNormalizer:
 
 jax.tree_util.register_dataclass(LimitsNormalizer, data_fields=["stats"], meta_fields=[])
 
-
-def mimicgen_policy_normalizer(episodes, *, action_key: str = "actions",
-                               pos_key: str = "robot0_eef_pos",
-                               gripper_key: str | None = "robot0_gripper_qpos") -> LimitsNormalizer:
-  """Stage-2 MimicGen scheme (spec §6): action dims 0:3 and eef_pos with ABCDEFGH stats,
-  gripper_qpos limits from the data; everything else (rot6d, gripper cmd, quat) untouched."""
-  pos = FieldStats.create(ABCDEFGH_POS_MIN, ABCDEFGH_POS_MAX)
-  overrides = {action_key: FieldStats.create(ABCDEFGH_POS_MIN, ABCDEFGH_POS_MAX, dims=slice(0, 3)),
-               pos_key: pos}
-  fields = {} if gripper_key is None else {gripper_key: None}
-  return LimitsNormalizer.fit(episodes, fields, overrides=overrides)

@@ -3,7 +3,6 @@ from decoupled_jax.encoders.obs_encoder import (
     ObservationEncoder,
     camera_module_name,
     center_crop,
-    count_params,
     images_to_unit_range,
     random_crop,
 )
@@ -19,7 +18,7 @@ from decoupled_jax.encoders.resnet import (
 )
 
 __all__ = [
-    "ObservationEncoder", "camera_module_name", "center_crop", "count_params",
+    "ObservationEncoder", "camera_module_name", "center_crop",
     "images_to_unit_range", "random_crop", "IMAGE_ENCODER_PARAMS", "RESNET18_TRUNK_PARAMS",
     "BasicBlock", "ResNet18Conv", "ResNet18SpatialSoftmaxEncoder", "SpatialSoftmax",
     "group_norm", "spatial_soft_argmax",

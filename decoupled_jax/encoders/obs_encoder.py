@@ -125,7 +125,3 @@ class ObservationEncoder(nn.Module):
                          f"(B, To) = {lead}, got {x.shape}")
       feats.append(x.reshape(lead + (-1,)).astype(jnp.float32))
     return jnp.concatenate(feats, axis=-1)
-
-
-def count_params(params) -> int:
-  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

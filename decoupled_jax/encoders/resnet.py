@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decoupled_jax.nn import GroupNorm, initializers as inits
+
 RESNET18_STAGE_WIDTHS = (64, 128, 256, 512)
 GN_GROUP_SIZE = 16            # groups = C / 16 (spec §4.1, §11.12)
-GN_EPSILON = 1e-5             # torch.nn.GroupNorm default
 
 # Exact per-camera parameter count of `ResNet18SpatialSoftmaxEncoder()` (spec: ~11.20 M).
 RESNET18_TRUNK_PARAMS = 11_176_512
@@ -34,28 +35,9 @@ IMAGE_ENCODER_PARAMS = 11_197_088
 _kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def torch_default_kernel_init(key, shape, dtype=jnp.float32):
-  """PyTorch's default Linear/Conv weight init (kaiming_uniform a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-
-  Works for Flax Dense kernels (in, out) and Conv kernels (*spatial, in, out).
-  """
-  fan_in = int(np.prod(shape[:-1]))
-  bound = 1.0 / np.sqrt(fan_in)
-  return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-def torch_default_bias_init(fan_in: int):
-  bound = 1.0 / np.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
 def group_norm(channels: int, name: str) -> nn.GroupNorm:
   """GroupNorm replacing a BatchNorm2d of `channels` channels: C/16 groups (at least 1)."""
-  return nn.GroupNorm(num_groups=max(1, channels // GN_GROUP_SIZE), epsilon=GN_EPSILON,
-                      use_fast_variance=False, name=name)
+  return GroupNorm(max(1, channels // GN_GROUP_SIZE), name=name)
 
 
 def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
@@ -125,8 +107,8 @@ class SpatialSoftmax(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    x = nn.Conv(self.num_kp, (1, 1), use_bias=True, kernel_init=torch_default_kernel_init,
-                bias_init=torch_default_bias_init(c), name="keypoint_conv")(x)
+    x = nn.Conv(self.num_kp, (1, 1), use_bias=True, kernel_init=inits.torch_uniform(c),
+                bias_init=inits.torch_uniform(c), name="keypoint_conv")(x)
     return spatial_soft_argmax(x, self.temperature)
 
 
@@ -143,6 +125,6 @@ class ResNet18SpatialSoftmaxEncoder(nn.Module):
   def __call__(self, x):
     x = ResNet18Conv(name="backbone")(x)
     x = SpatialSoftmax(self.num_kp, name="pool")(x)
-    x = nn.Dense(self.feature_dim, kernel_init=torch_default_kernel_init,
-                 bias_init=torch_default_bias_init(2 * self.num_kp), name="fc")(x)
+    x = nn.Dense(self.feature_dim, kernel_init=inits.torch_uniform(2 * self.num_kp),
+                 bias_init=inits.torch_uniform(2 * self.num_kp), name="fc")(x)
     return nn.relu(x)

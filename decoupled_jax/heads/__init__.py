@@ -10,7 +10,7 @@ so they can be closed over or passed as static arguments of ``jax.jit``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import jax
 

@@ -89,8 +89,8 @@ def make_stage(config) -> Stage:
     return {"obs": {COND_KEY: d[COND_KEY]}, "actions": d["actions"]}
 
   cond_dim = fk_cfg.cond_dim
-  host_batches = device_batch_fn = None
   if config.data.source == "generated":
+    host_batches = None
     fk_params = sampler.params
 
     def device_batch_fn(rng):
@@ -101,6 +101,7 @@ def make_stage(config) -> Stage:
     data = load_demo_pairs(config.data.dataset, signal=signal)
     demo_sampler = DemoPairWindowSampler(data, horizon)
     cond_dim = data.fields["cond"].shape[-1]
+    device_batch_fn = None
 
     def host_batches(start):
       step = start

@@ -30,7 +30,6 @@ _W: dict = {}
 
 
 def _init_worker(task: str, images: bool, image_size: int, extra_steps: int):
-  os.environ.setdefault("MUJOCO_GL", "egl")
   from decoupled_jax.sim import experts, robosuite_env
   _W["env"] = robosuite_env.make_env(task, use_images=images, image_size=image_size,
                                      offscreen=False)

@@ -209,7 +209,6 @@ class _EnvRunner:
 
 
 def _worker_main(conn, spec, n_obs_steps, video_size):
-  os.environ.setdefault("MUJOCO_GL", "egl")
   try:
     runner = _EnvRunner(spec, n_obs_steps, video_size)
     conn.send(("ok", None))
@@ -327,7 +326,6 @@ def evaluate_policy(policy_fn: Callable[..., np.ndarray], task: str, *,
   if num_workers <= 1:
     slots = [_Inline(_EnvRunner(spec, n_obs_steps, video_size))]
   else:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     ctx = mp.get_context(mp_context)
     slots = [_Proc(ctx, spec, n_obs_steps, video_size) for _ in range(n_envs)]
     for s in slots:

@@ -47,7 +47,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import os
 from typing import Mapping
 
 import numpy as np
@@ -195,7 +194,8 @@ def _render_assets_equal(a, b) -> bool:
 
 
 def _import_robosuite():
-  os.environ.setdefault("MUJOCO_GL", "egl")
+  from decoupled_jax.runtime import configure_environment
+  configure_environment()     # headless rendering (EGL) unless the caller chose otherwise
   import robosuite  # noqa: WPS433
   from robosuite.utils.log_utils import ROBOSUITE_DEFAULT_LOGGER
   ROBOSUITE_DEFAULT_LOGGER.setLevel(logging.ERROR)

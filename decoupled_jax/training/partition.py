@@ -9,7 +9,7 @@ Where weights come from is a separate concern (`training/weight_loaders.py`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import flax.traverse_util as traverse_util
 

@@ -9,6 +9,7 @@ arrives in the `Stage` object (`training/stage.py`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -96,9 +97,17 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
   latest = checkpointer.latest_step()
   resuming = resume and latest is not None
   state, tx, schedule, report = build_initial_state(config, stage, load_weights=not resuming)
+  report_path = os.path.join(workdir, "weights.json")
   if resuming:
     restored_step, state = checkpointer.restore_state(state)
     log.info("resumed from step %d", restored_step)
+    if os.path.exists(report_path):
+      with open(report_path) as f:
+        report = json.load(f)
+  else:   # which leaves came from where, for the record (docs/method.md §2.1)
+    with open(report_path + ".tmp", "w") as f:
+      json.dump(dict(report, frozen=sorted(state.frozen)), f, indent=1)
+    os.replace(report_path + ".tmp", report_path)
   state = sharding.replicate(state, mesh)
   start = int(state.step)
 
