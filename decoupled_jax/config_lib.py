@@ -185,6 +185,10 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   c.data.n_obs_steps = 2
   c.data.horizon = default_horizon(arch)
   c.data.n_action_steps = 8
+  # 'uniform': windows drawn with replacement for train.num_steps steps; 'epochs': the
+  # reference's budget, train.epochs shuffled passes over every window (§2.3).
+  c.data.sampling = "uniform"
+  c.train.epochs = 0
   c.eval = ConfigDict()
   c.eval.num_episodes = 50          # closed-loop episodes after training, seeds 100000 + i
   c.eval.periodic_episodes = 10     # episodes per periodic evaluation (train.eval_every)
@@ -192,6 +196,7 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   c.eval.num_videos = 2
   c.eval.max_steps = 0              # 0: 2.5 x the average demonstration length (§7.1)
   c.eval.seed_offset = 0
+  c.eval.train_episodes = 0         # extra rollouts from the demos' initial states (§7.1 'train')
   c.eval.progress = True
   return c
 
@@ -330,5 +335,9 @@ def _validate_finetune(c):
     _fail("data.horizon", f"{d.horizon} < n_obs_steps - 1 + n_action_steps = "
           f"{d.n_obs_steps - 1 + d.n_action_steps}: the executed actions would not fit")
   for f in ("eval.num_episodes", "eval.periodic_episodes", "eval.num_workers",
-            "eval.num_videos", "eval.max_steps"):
+            "eval.num_videos", "eval.max_steps", "eval.train_episodes"):
     _positive(c, f, allow_zero=True)
+  if d.sampling not in ("uniform", "epochs"):
+    _fail("data.sampling", f"must be 'uniform' or 'epochs', got {d.sampling!r}")
+  if d.sampling == "epochs":
+    _positive(c, "train.epochs")

@@ -1,7 +1,7 @@
 """Process environment every entry point sets *before* jax or mujoco is imported.
 
 XLA:CPU runs MJX 50-400x slower with its default fusion emitters
-(../shared/notes/platform.md); the flag does not slow ordinary training. Headless rendering
+(docs/performance.md); the flag does not slow ordinary training. Headless rendering
 uses EGL unless the caller chose another MUJOCO_GL. Idempotent; this module imports nothing
 heavy, so `import decoupled_jax.runtime` is safe at the top of a binary.
 """

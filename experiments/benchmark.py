@@ -9,7 +9,9 @@ Prints a table and writes JSON:
     one warm-up step;
   * sampling latency for one observation: DDPM-100, DDIM-10, flow-10;
   * window-loader throughput (low-dim and 84x84 image windows) vs what the train step consumes;
-  * the paper's PyTorch heads on this CPU (../shared/notes/platform.md) for comparison.
+  * with --torch_reference=PYTHON (an interpreter with torch + einops), the paper's own PyTorch
+    heads timed by the project's torch_reference_bench.py tool in the same job, and the ratios.
+    Machines differ: only ratios measured side by side mean anything (docs/performance.md).
 Batch: 64 (the paper's), DP-C 16 by default on CPU (--dpc_batch).
 """
 import os
@@ -50,10 +52,39 @@ flags.DEFINE_bool("loader", True, "Also time the window loader.")
 flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 FLAGS = flags.FLAGS
 
+flags.DEFINE_string("torch_reference", "", "Python interpreter with torch + einops: also time "
+                    "the paper's PyTorch heads in this job and report speed ratios.")
+flags.DEFINE_string("torch_reference_tool", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tools",
+    "torch_reference_bench.py"), "The reference timing tool (the project's shared tooling).")
+
 COND_DIM, N_OBS = 137, 2
-# ../shared/notes/platform.md: the paper's PyTorch heads on this CPU (2 threads, AdamW).
-PYTORCH_REFERENCE_S = {("dp_mlp", 64, "normal"): 0.582, ("dp_mlp", 64, "decoupled"): 0.430,
-                       ("dp_c", 16, "normal"): 7.91, ("dp_c", 16, "decoupled"): 2.19}
+TORCH_NAMES = {"dp_mlp": "mlp", "dp_c": "dpc"}
+
+
+def torch_reference() -> dict:
+  """{(arch, batch, mode): step seconds} of the paper's PyTorch heads, timed now."""
+  import subprocess
+  import tempfile
+  if not FLAGS.torch_reference:
+    return {}
+  models = [TORCH_NAMES[a] for a in FLAGS.backbones if a in TORCH_NAMES]
+  if not models:
+    return {}
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "torch.json")
+    subprocess.run([FLAGS.torch_reference, FLAGS.torch_reference_tool, "--models",
+                    ",".join(models), "--mlp_batch", str(FLAGS.batch), "--dpc_batch",
+                    str(FLAGS.dpc_batch), "--json", out], check=True)
+    rows = json.load(open(out))["rows"]
+  inv = {v: k for k, v in TORCH_NAMES.items()}
+  ref = {}
+  for r in rows:
+    if "train_step_ms" in r:
+      ref[(inv[r["model"]], r["batch"], r["mode"])] = r["train_step_ms"] / 1e3
+    else:
+      ref[(inv[r["model"]], 1, r["mode"])] = r["latency_ms"] / 1e3
+  return ref
 
 
 def make_config(arch, mode):
@@ -107,7 +138,7 @@ def bench_train(arch, mode, batch):
   step_s = (time.perf_counter() - t0) / FLAGS.steps
   n_params = count_params(state.params)
   n_train = count_params(state.ema)
-  ref = PYTORCH_REFERENCE_S.get((arch, batch, mode))
+  ref = REFERENCE.get((arch, batch, mode))
   return {"backbone": arch, "mode": mode, "batch": batch, "horizon": horizon,
           "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "samples_per_s": batch / step_s,
           "compile_s": compile_s, "init_s": init_s, "params": n_params, "trainable": n_train,
@@ -159,8 +190,12 @@ def bench_loader(batch):
   return out
 
 
+REFERENCE = {}
+
+
 def main(argv):
   del argv
+  REFERENCE.update(torch_reference())
   print(f"JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}; "
         f"{FLAGS.steps} timed steps per row, compile excluded")
   results = {"train": [], "sampling": {}, "loader": None, "device": str(jax.devices()[0])}
@@ -188,6 +223,14 @@ def main(argv):
     print("\nsampling latency, one observation (ms): " + "  ".join(
         f"{a}: " + ", ".join(f"{k} {v['latency_ms']:.1f}" for k, v in s.items())
         for a, s in results["sampling"].items()))
+    for a, s in results["sampling"].items():
+      for ours, calls in (("ddim10", 10), ("ddpm100", 100)):
+        ref = REFERENCE.get((a, 1, f"sample_{calls}_calls"))
+        if ref is not None and ours in s:
+          s[ours]["pytorch_ms"] = 1000 * ref
+          print(f"  {a} {ours}: PyTorch {calls} denoiser calls {1000 * ref:.1f} ms -> "
+                f"{1000 * ref / s[ours]['latency_ms']:.2f}x")
+  results["torch_reference"] = {"|".join(map(str, k)): v for k, v in REFERENCE.items()}
   if FLAGS.loader:
     results["loader"] = bench_loader(FLAGS.batch)
     fastest = max(r["steps_per_s"] for r in results["train"])

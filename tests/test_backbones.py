@@ -1,4 +1,4 @@
-"""Backbones and shared layers (spec §2.1, §3). Big models are only shape-traced
+"""Backbones and shared layers (docs/method.md §2.1, §3). Big models are only shape-traced
 (jax.eval_shape); forward passes use small configs to stay fast on CPU."""
 import functools
 import math
@@ -217,7 +217,7 @@ def test_dp_c_param_counts_and_film_split(name, n_obs, cond_dim, film, film_spec
   params = _abstract_params(model, 16, n_obs, cond_dim)
   train, frozen = _split_counts(model, params)
   if name == "dp_c":
-    assert bb.count_params(frozen) == 244_057_226  # spec §3.1, the paper's "244M"
+    assert bb.count_params(frozen) == 244_057_226  # docs/method.md §3.1, the paper's "244M"
   assert abs(bb.count_params(frozen) / M - backbone_spec_m) < 0.005
   assert bb.count_params(train) == film
   assert abs(film / M - film_spec_m) < 0.005
@@ -239,7 +239,7 @@ def test_dp_mlp_param_counts_and_film_split(n_obs, cond_dim, film, film_spec_m):
   model = bb.make_backbone("dp_mlp")
   params = _abstract_params(model, 16, n_obs, cond_dim)
   train, frozen = _split_counts(model, params)
-  assert bb.count_params(frozen) == 4_782_346  # spec §3.5
+  assert bb.count_params(frozen) == 4_782_346  # docs/method.md §3.5
   assert bb.count_params(train) == film and abs(film / M - film_spec_m) < 0.005
   assert set(train) == {f"block_{i}/cond_film/{leaf}" for i in range(8)
                         for leaf in ("kernel", "bias")}
@@ -255,7 +255,7 @@ DP_T_TRAINABLE = {"cond_obs_emb/kernel", "cond_obs_emb/bias", "cond_pos_emb", "p
 @pytest.mark.parametrize("name", ["dp_t", "unified_cross_attn"])
 def test_dp_t_param_counts_and_trainable_set(name):
   model = bb.make_backbone(name)
-  # Stage 1 (cond 8, To = 10): the spec's total "~8.97 M".
+  # Stage 1 (cond 8, To = 10): the reference's total "~8.97 M".
   p1 = _abstract_params(model, 10, 10, 8)
   assert bb.count_params(p1) == 8_966_666 and abs(8_966_666 / M - 8.97) < 0.005
   # Stage 2 (cond 137, To = 2).
@@ -265,11 +265,11 @@ def test_dp_t_param_counts_and_trainable_set(name):
   assert bb.count_params(train) == 564_224
   assert bb.count_params(p2) == 8_997_642
   decoder = sum(bb.count_params(v) for k, v in p2.items() if k.startswith("layer_"))
-  assert decoder == 8_427_520 and abs(decoder / M - 8.43) < 0.005         # spec: decoder 8.43 M
+  assert decoder == 8_427_520 and abs(decoder / M - 8.43) < 0.005         # docs/method.md: decoder 8.43 M
   cond_mlp = bb.count_params(p2["cond_encoder"])
-  assert cond_mlp == 525_568 and abs(cond_mlp / M - 0.53) < 0.005        # spec: condition MLP
+  assert cond_mlp == 525_568 and abs(cond_mlp / M - 0.53) < 0.005        # docs/method.md: condition MLP
   assert p2["cond_pos_emb"].shape == (1, 3, 256) and p2["pos_emb"].shape == (1, 10, 256)
-  # Cross-attention weights stay frozen (spec §2.1).
+  # Cross-attention weights stay frozen (docs/method.md §2.1).
   assert "layer_0/cross_attn/q_proj/kernel" in frozen
   if name == "dp_t":  # LIBERO loader: pos_emb and the condition MLP stay frozen (§2.1)
     rule = FreezeRule("backbone", model.CONDITIONING_PATTERNS,
@@ -296,7 +296,7 @@ def test_dp_t_film_param_counts_and_trainable_set(n_obs, cond_dim, used_film_m):
   assert "layer_0/cross_attn/k_proj/kernel" in frozen  # constructed but unused
 
 
-# (backbone without conditioning layers, conditioning layers) in M, spec §3.6 (stage 2).
+# (backbone without conditioning layers, conditioning layers) in M, docs/method.md §3.6 (stage 2).
 UNIFIED_SPEC = {
     "film": (6.85, 4.35, 6_852_106, 4_349_952, 33, ("cond_film_sa", "cond_film_ffn")),
     "adaln_zero": (6.84, 6.52, 6_843_914, 6_524_928, 17, ("cond_adaln_modulation",)),

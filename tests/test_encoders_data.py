@@ -102,7 +102,7 @@ def test_encoder_param_count_exact():
   assert set(params) == {"rgb_agentview_image", "rgb_robot0_eye_in_hand_image"}
   assert set(params["rgb_agentview_image"]) == {"backbone", "pool", "fc"}
   per_cam = count_params(params["rgb_agentview_image"])
-  assert per_cam == IMAGE_ENCODER_PARAMS == 11_197_088            # spec §4.1: 11.20 M per camera
+  assert per_cam == IMAGE_ENCODER_PARAMS == 11_197_088            # docs/method.md §4.1: 11.20 M per camera
   assert count_params(params) == 2 * 11_197_088                   # 22.39 M for both
   assert out.shape == (1, 2, 64 + 64 + 3)
 

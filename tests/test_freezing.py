@@ -1,12 +1,13 @@
 """Stage-2 freezing through the real train step, per backbone (docs/method.md §2.1).
 
 Static part: on full-size policies (shape-traced, nothing allocated) the training partition
-freezes exactly the spec's backbone set and trains the conditioning pathway and the whole
+freezes exactly the reference's backbone set and trains the conditioning pathway and the whole
 observation encoder. Dynamic part: on small versions of every backbone, several stage-2 steps
 from a stage-1 load leave every frozen leaf bitwise unchanged while every conditioning leaf
 moves and has a non-zero gradient (gradients reach it *through* the frozen backbone).
 """
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from decoupled_jax import backbones, config_lib
 from decoupled_jax.backbones import expert_interface
 from decoupled_jax.encoders import ObservationEncoder
 from decoupled_jax.heads import make_head
+from decoupled_jax.pipelines.finetune import random_frozen_rule
 from decoupled_jax.training import partition, trainer
 from decoupled_jax.training.partition import FreezeRule
 from decoupled_jax.training.policy import Policy, init_policy
@@ -26,10 +28,10 @@ from decoupled_jax.training.weight_loaders import copy_backbone
 
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 LOWDIM = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2}  # 128 + 9 = 137
-ENCODER_PARAMS = 2 * 11_197_088                                                  # spec §4.1
+ENCODER_PARAMS = 2 * 11_197_088                                                  # docs/method.md §4.1
 
 # (registry name, overrides) -> (frozen backbone params, trainable backbone params,
-# trainable backbone leaves) in the paper's stage-2 MimicGen setting (spec §2.1, §3).
+# trainable backbone leaves) in the paper's stage-2 MimicGen setting (docs/method.md §2.1, §3).
 EXPECTED = {
     ("dp_c", ()): (244_057_226, 11_554_816, 24),
     ("dp_mlp", ()): (4_782_346, 8_699_904, 16),
@@ -93,6 +95,46 @@ SMALL = {"dp_c": dict(down_dims=(16, 32, 64), diffusion_step_embed_dim=16),
 UNUSED = {"dp_t_film": "cond_film_self_attn"}
 
 
+# Which backbone leaves keep their fresh init when stage 1 (condition 8-D x H frames) is loaded
+# into stage 2 (9-D x 2 frames here): the conditioning leaves whose shape depends on the
+# condition width, plus the LoRA conditioning the reference re-initialises (§2.1). Every
+# other backbone leaf is copied -- conditioning biases, pos_emb and DP-T's condition MLP too.
+SHAPE_DEPENDENT = {
+    "dp_c": r"(^|/)cond_film/kernel$", "dp_mlp": r"(^|/)cond_film/kernel$",
+    "dp_t": r"^(cond_obs_emb/kernel|cond_pos_emb)$",
+    "dp_t_film": r"(^|/)cond_film_(ffn|self_attn)/kernel$",
+    "cross_attn": r"^(cond_obs_emb/kernel|cond_pos_emb)$",
+    "prefix": r"^(cond_obs_emb/kernel|cond_pos_emb)$",
+    "film": r"(^|/)cond_film_(sa|ffn)/kernel$", "adaln_zero": r"(^|/)cond_adaln_modulation/kernel$",
+    "adaln": r"(^|/)cond_adaln_modulation/kernel$",
+    "ada_rms_norm": r"(^|/)cond_adarmsnorm_modulation/kernel$",
+    "additive": r"(^|/)cond_proj_(sa|ff)/kernel$", "lora_cond": r"(^|/)cond_lora_down/kernel$",
+}
+REINIT = {"lora_cond": r"(^|/)cond_lora_"}
+
+
+def _variant(key):
+  return key[1][0] if key[1] else key[0]
+
+
+@pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: "-".join((k[0],) + k[1]))
+def test_random_frozen_trains_only_shape_dependent_conditioning(key):
+  """§1.3: frozen = every backbone leaf whose name and shape match a random stage-1 model."""
+  name, cond = key
+  backbone = _backbone(name, cond, **SMALL[name])
+  horizon = 16 if name in ("dp_c", "dp_mlp") else 10
+  policy = Policy(ObservationEncoder(lowdim_keys=("state",)), backbone)
+  obs = {"state": jnp.zeros((1, 2, 9), jnp.float32)}
+  rule = random_frozen_rule(FreezeRule("backbone", expert_interface(backbone).conditioning_patterns),
+                            policy, obs, horizon)
+  params = _shapes(policy, {"state": jax.ShapeDtypeStruct((2, 2, 9), jnp.float32)}, horizon)
+  trainable = {p[len("backbone/"):] for p in partition.flatten(params)
+               if p.startswith("backbone/") and not rule.is_frozen(p)}
+  want = {p for p in (k[len("backbone/"):] for k in partition.flatten(params)
+                      if k.startswith("backbone/")) if re.search(SHAPE_DEPENDENT[_variant(key)], p)}
+  assert trainable == want and want
+
+
 @dataclasses.dataclass(frozen=True)
 class InMemoryStage1:
   """The stage-1 loader's copy rule applied to params held in memory (no checkpoint I/O)."""
@@ -133,7 +175,12 @@ def test_stage2_steps_freeze_backbone_and_train_conditioning(key):
                 no_weight_decay=expert.no_weight_decay_patterns,
                 host_batches=lambda start: iter(()))
   state, tx, _, report = trainer.build_initial_state(cfg, stage)
-  assert report["copied"]
+  variant = _variant(key)
+  pattern = SHAPE_DEPENDENT[variant] + ("|" + REINIT[variant] if variant in REINIT else "")
+  bb_paths = [p for p in partition.flatten(state.params) if p.startswith("backbone/")]
+  assert set(report["fresh"]) == {p for p in bb_paths
+                                  if re.search(pattern, p[len("backbone/"):])}
+  assert set(report["copied"]) == set(bb_paths) - set(report["fresh"])
   frozen_set = state.frozen
   assert frozen_set and all(p.startswith("backbone/") for p in frozen_set)
   assert set(report["copied"]) >= frozen_set      # every frozen leaf comes from stage 1

@@ -1,4 +1,4 @@
-"""Action-expert backbones (spec §3) and the registry.
+"""Action-expert backbones (docs/method.md §3) and the registry.
 
 Every backbone is a ``flax.linen.Module`` called as ``model(x, t, cond, train=False)`` with
 x (B, H, Da), t (B,) float, cond (B, To, Dc) -> (B, H, Da); dropout uses the ``'dropout'``

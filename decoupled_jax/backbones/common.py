@@ -49,6 +49,6 @@ class StepEncoder(nn.Module):
 
 
 def global_condition(step_emb: jax.Array, cond: Optional[jax.Array]) -> jax.Array:
-  """g = concat[step_emb, flatten(cond)] (spec §3.1/§3.4/§3.5/§3.6)."""
+  """g = concat[step_emb, flatten(cond)] (docs/method.md §3.1/§3.4/§3.5/§3.6)."""
   flat = flatten_cond(cond, step_emb.shape[0])
   return step_emb if flat is None else jnp.concatenate([step_emb, flat], axis=-1)

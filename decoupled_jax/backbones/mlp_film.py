@@ -1,4 +1,4 @@
-"""DP-MLP: MLPForDiffusion with FiLM MLP blocks (spec §3.5)."""
+"""DP-MLP: MLPForDiffusion with FiLM MLP blocks (docs/method.md §3.5)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -15,7 +15,7 @@ __all__ = ["FiLMMLPBlock", "MLPForDiffusion"]
 
 
 class FiLMMLPBlock(nn.Module):
-  """Token-wise post-norm FiLM MLP block (spec §3.5).
+  """Token-wise post-norm FiLM MLP block (docs/method.md §3.5).
 
   h = Dropout(GELU(linear1(x))); [gamma, beta] = cond_film(Mish(g)); h = gamma*h + beta;
   h = Dropout(linear2(h)); x = LayerNorm(x + h). Torch-default init.
@@ -38,13 +38,13 @@ class FiLMMLPBlock(nn.Module):
 
 
 class MLPForDiffusion(ActionExpert):
-  """DP-MLP, spec §3.5 (the "4M/5M" backbone; 4,782,346 params without FiLM at H=16).
+  """DP-MLP, docs/method.md §3.5 (the "4M/5M" backbone; 4,782,346 params without FiLM at H=16).
 
   input_emb: a separate affine map per horizon index, W (H, Da, n_emb), b (H, n_emb), both
   N(0, 1) (``parallel_input_emb: true``; no positional embedding). Global vector
   g = concat[step_encoder(t) (Sinusoidal(n_emb) -> n_emb*4 -> Mish -> n_emb),
   flatten(cond)]. ``n_layer`` FiLMMLPBlocks (``block_{i}``), then ln_f -> head.
-  Init: PyTorch defaults for every Linear. Stage-2 trainable (spec §2.1): the 8
+  Init: PyTorch defaults for every Linear. Stage-2 trainable (docs/method.md §2.1): the 8
   ``block_{i}/cond_film`` Linears.
   """
   n_layer: int = 8

@@ -1,4 +1,4 @@
-"""DP-T (spec §3.3) and DP-T-FiLM (spec §3.4), plus the shared transformer blocks.
+"""DP-T (docs/method.md §3.3) and DP-T-FiLM (docs/method.md §3.4), plus the shared transformer blocks.
 
 Common settings: pre-norm (torch ``norm_first=True``) layers, exact GELU, dropout on the
 attention weights, after every sub-layer and inside the FFN; every Linear / attention weight
@@ -123,7 +123,7 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class FiLMDecoderLayerT(nn.Module):
-  """DP-T-FiLM layer (spec §3.4; reference ``FilMSelfAttnDecoderLayer``).
+  """DP-T-FiLM layer (docs/method.md §3.4; reference ``FilMSelfAttnDecoderLayer``).
 
   x += FiLM_sa(g, Drop(SA(norm1 x)))  [FiLM_sa is the identity unless enabled];
   x += FiLM_ffn(g, Drop(FFN(norm3 x))); FiLM(g, h) = gamma*h + beta with
@@ -201,7 +201,7 @@ def output_head(x: jax.Array, out_dim: int) -> jax.Array:
 
 
 def cross_attn_forward(module, x, t, cond, *, train):
-  """DP-T forward (spec §3.3), shared by ``TransformerForDiffusion`` and unified cross_attn."""
+  """DP-T forward (docs/method.md §3.3), shared by ``TransformerForDiffusion`` and unified cross_attn."""
   b, horizon, da = x.shape
   t = broadcast_timesteps(t, b)
   memory = condition_tokens(module, t, cond, module.n_emb, module.emb_dropout, train)
@@ -215,7 +215,7 @@ def cross_attn_forward(module, x, t, cond, *, train):
 
 
 class TransformerForDiffusion(ActionExpert):
-  """DP-T: TransformerForDiffusion with cross-attention, spec §3.3.
+  """DP-T: TransformerForDiffusion with cross-attention, docs/method.md §3.3.
 
   Action tokens: input_emb(x) + ``pos_emb`` (1, H, E). Condition tokens:
   [sinusoid(t) (no MLP); ``cond_obs_emb``(obs_k) for each obs step] + ``cond_pos_emb``
@@ -223,7 +223,7 @@ class TransformerForDiffusion(ActionExpert):
   ``cond_encoder/linear_{0,1}``; the reference's ``encoder.0``/``encoder.2``) -> memory.
   ``n_layer`` pre-norm ``TransformerDecoderLayer``s (``layer_{i}``) with causal self-attention
   and memory mask t >= s - 1, then ``ln_f`` -> ``head``.
-  Stage-2 trainable (spec §2.1, MimicGen ``load_pretrained_weights_DP_T``): ``cond_obs_emb``,
+  Stage-2 trainable (docs/method.md §2.1, MimicGen ``load_pretrained_weights_DP_T``): ``cond_obs_emb``,
   ``cond_pos_emb``, ``pos_emb`` and the ``cond_encoder`` MLP (8 leaves). Note: on LIBERO the
   reference keeps ``pos_emb`` and the condition MLP frozen (``config.freeze.extra_frozen``).
   """
@@ -244,13 +244,13 @@ class TransformerForDiffusion(ActionExpert):
 
 
 class TransformerForDiffusionFiLM(ActionExpert):
-  """DP-T-FiLM, spec §3.4.
+  """DP-T-FiLM, docs/method.md §3.4.
 
   No condition tokens: g = concat[step_encoder(t) (Sinusoidal(E) -> 4E -> Mish -> E, N(0,0.02)),
   flatten(cond)] (336-D stage 1, 530-D stage 2). Action tokens input_emb(x) + ``pos_emb``;
   ``n_layer`` ``FiLMDecoderLayerT``s (``layer_{i}``; FiLM on the FFN output only, causal
   self-attention; unused ``cross_attn`` and ``cond_film_self_attn`` params exist), ln_f, head.
-  Stage-2 trainable (spec §2.1): ``cond_film_ffn``, the unused ``cond_film_self_attn`` and
+  Stage-2 trainable (docs/method.md §2.1): ``cond_film_ffn``, the unused ``cond_film_self_attn`` and
   ``pos_emb``.
   """
   n_layer: int = 8

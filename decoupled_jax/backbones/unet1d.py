@@ -1,4 +1,4 @@
-"""DP-C: ConditionalUnet1D (spec §3.1; the LIBERO/DROID variant of §3.2 is a preset)."""
+"""DP-C: ConditionalUnet1D (docs/method.md §3.1; the LIBERO/DROID variant of §3.2 is a preset)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -58,7 +58,7 @@ class ConditionalResidualBlock1D(nn.Module):
 
 
 class ConditionalUnet1D(ActionExpert):
-  """DP-C ConditionalUnet1D, spec §3.1 (MimicGen, 244 M) and §3.2 (DROID/LIBERO preset).
+  """DP-C ConditionalUnet1D, docs/method.md §3.1 (MimicGen, 244 M) and §3.2 (DROID/LIBERO preset).
 
   Channels-last: x (B, H, Da) -> (B, H, Da). Global condition
   g = concat[step_encoder(t), flatten(cond)]; every residual block applies FiLM from g.
@@ -74,7 +74,7 @@ class ConditionalUnet1D(ActionExpert):
   Param paths: ``step_encoder/linear_{0,1}``, ``down_{i}_block_{j}/...``,
   ``down_{i}_downsample``, ``mid_block_{j}``, ``up_{i}_block_{j}``, ``up_{i}_upsample``,
   ``final_block``, ``final_conv``; inside a block ``conv_block_{0,1}/{conv,norm}``,
-  ``cond_film``, ``residual_conv``. Stage-2 trainable (spec §2.1): the 12 ``cond_film``
+  ``cond_film``, ``residual_conv``. Stage-2 trainable (docs/method.md §2.1): the 12 ``cond_film``
   Linears.
   """
   down_dims: Sequence[int] = (512, 1024, 2048)
@@ -84,7 +84,7 @@ class ConditionalUnet1D(ActionExpert):
   cond_predict_scale: bool = True
 
   CONDITIONING_PATTERNS = (COND_PREFIX_PATTERN,)
-  # DP-C's AdamW decays every parameter (spec §5, §12).
+  # DP-C's AdamW decays every parameter (docs/method.md §5, §12).
   NO_WEIGHT_DECAY_PATTERNS: tuple = ()
 
   @nn.compact
@@ -127,7 +127,7 @@ class ConditionalUnet1D(ActionExpert):
     return Conv1d(da, 1, name="final_conv")(h)
 
 
-# Presets (spec §3.1, §3.2).
+# Presets (docs/method.md §3.1, §3.2).
 DP_C_MIMICGEN = dict(down_dims=(512, 1024, 2048), kernel_size=5, n_groups=8,
                      diffusion_step_embed_dim=128, cond_predict_scale=True)
 DP_C_DROID = dict(down_dims=(256, 512, 1024), kernel_size=5, n_groups=8,

@@ -1,4 +1,4 @@
-"""Unified transformer with 8 conditioning mechanisms (spec §3.6, §IV-E ablation)."""
+"""Unified transformer with 8 conditioning mechanisms (docs/method.md §3.6, §IV-E ablation)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -28,7 +28,7 @@ CONDITIONING_METHODS = TOKEN_METHODS + GLOBAL_VECTOR_METHODS
 
 
 class CondDecoderLayer(nn.Module):
-  """One pre-norm self-attention block conditioned on a global vector g (spec §3.6).
+  """One pre-norm self-attention block conditioned on a global vector g (docs/method.md §3.6).
 
   Standard block: x += Drop(SA(LN1 x)); x += Drop(FFN(LN2 x)). Per ``conditioning``:
   * film: x += gamma_sa*Drop(SA(LN1 x)) + beta_sa; x += gamma_ff*Drop(FFN(LN2 x)) + beta_ff;
@@ -113,21 +113,21 @@ class CondDecoderLayer(nn.Module):
 
 
 class UnifiedTransformer(ActionExpert):
-  """Unified transformer backbone, spec §3.6 (the conditioning-mechanism ablation).
+  """Unified transformer backbone, docs/method.md §3.6 (the conditioning-mechanism ablation).
 
   Shared: n_layer 8, n_head 4, n_emb 256, FFN 1024, dropout 0.3, pre-norm, causal
   self-attention over the H action tokens (input_emb(x) + ``pos_emb``), ln_f + head, N(0, 0.02)
   init, then the method's zero-inits. ``conditioning``:
-  * ``cross_attn``: exactly DP-T (spec §3.3; same param paths as ``TransformerForDiffusion``).
+  * ``cross_attn``: exactly DP-T (docs/method.md §3.3; same param paths as ``TransformerForDiffusion``).
   * ``prefix``: condition tokens [sinusoid(t); cond_obs_emb(obs)] + cond_pos_emb -> cond_encoder
     MLP are prepended; ``n_layer`` TransformerEncoderLayers over [prefix; actions] with the
     prefix mask (prefix sees prefix only; actions see all prefix + causal actions); prefix
     outputs are dropped.
   * global-vector methods (film, adaln_zero, adaln, ada_rms_norm, additive, lora_cond):
     g = concat[step_encoder(t), flatten(cond)] feeds ``CondDecoderLayer``s (``layer_{i}``).
-  Stage-2 trainable (spec §2.1): every ``cond_*`` module (the modulation / FiLM / additive /
+  Stage-2 trainable (docs/method.md §2.1): every ``cond_*`` module (the modulation / FiLM / additive /
   LoRA Linears, or cond_obs_emb + cond_pos_emb + cond_encoder for the token methods) plus
-  ``pos_emb``. For ``lora_cond`` the spec also *re-initialises* the LoRA params in stage 2:
+  ``pos_emb``. For ``lora_cond`` the reference also *re-initialises* the LoRA params in stage 2:
   take them from a fresh ``init`` (down N(0, 0.02), bias 0; ups zero).
   """
   conditioning: str = "adaln_zero"

@@ -1,4 +1,4 @@
-"""Limits normaliser (spec §6): x -> 2 (x - min) / (max - min) - 1, per dimension.
+"""Limits normaliser (docs/method.md §6): x -> 2 (x - min) / (max - min) - 1, per dimension.
 
 Matches the reference `dp_model.py::_normalize_limits` exactly:
   range = max - min;  range = 2 where range < 1e-7;  scale = 2 / range;

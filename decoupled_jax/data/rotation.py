@@ -2,7 +2,7 @@
 
 Conventions (fixed for the whole library):
   * Quaternions are **xyzw** (scalar last), the order robosuite reports `robot0_eef_quat`
-    and scipy uses. The reference code read them as wxyz (spec §11.3); we do not.
+    and scipy uses. The reference code read them as wxyz (docs/method.md §11.3); we do not.
   * The 6-D rotation is the first two **rows** of the rotation matrix, flattened
     (pytorch3d `matrix_to_rotation_6d`): [R00, R01, R02, R10, R11, R12]. Decoding uses
     Gram-Schmidt and stacks b1, b2, b1 x b2 as rows.
@@ -134,7 +134,7 @@ def rotation_angle_between(m1, m2):
 
 
 # Action-space conversion: env actions are 7-D [pos(3), axis-angle(3), gripper(1)];
-# the model predicts 10-D [pos(3), rot6d(6), gripper(1)] (spec §6).
+# the model predicts 10-D [pos(3), rot6d(6), gripper(1)] (docs/method.md §6).
 def env_action_to_model(actions):
   xp = _xp(actions)
   return xp.concatenate(

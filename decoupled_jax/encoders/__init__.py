@@ -1,4 +1,4 @@
-"""Observation encoders (spec §4.1): ResNet-18/GroupNorm + SpatialSoftmax per camera, low-dim pass-through."""
+"""Observation encoders (docs/method.md §4.1): ResNet-18/GroupNorm + SpatialSoftmax per camera, low-dim pass-through."""
 from decoupled_jax.encoders.obs_encoder import (
     ObservationEncoder,
     camera_module_name,

@@ -1,4 +1,4 @@
-"""Observation encoder: per-camera ResNet-18/GN + SpatialSoftmax, low-dim pass-through (spec §4.1).
+"""Observation encoder: per-camera ResNet-18/GN + SpatialSoftmax, low-dim pass-through (docs/method.md §4.1).
 
 Images arrive uint8 (B, To, H, W, 3) straight from the window sampler. On device they are
 cropped (random per sample *and* per timestep in training, rng stream 'crop'; center crop

@@ -1,4 +1,4 @@
-"""ResNet-18 (GroupNorm) + SpatialSoftmax image encoder for MimicGen (spec §4.1).
+"""ResNet-18 (GroupNorm) + SpatialSoftmax image encoder for MimicGen (docs/method.md §4.1).
 
 Layout follows torchvision `resnet18` without avgpool/fc, as used by the reference
 `ResNet18Conv`: conv7x7/2 (no bias) -> norm -> ReLU -> maxpool3x3/2 -> 4 stages of two
@@ -26,9 +26,9 @@ import numpy as np
 from decoupled_jax.nn import GroupNorm, initializers as inits
 
 RESNET18_STAGE_WIDTHS = (64, 128, 256, 512)
-GN_GROUP_SIZE = 16            # groups = C / 16 (spec §4.1, §11.12)
+GN_GROUP_SIZE = 16            # groups = C / 16 (docs/method.md §4.1, §11.12)
 
-# Exact per-camera parameter count of `ResNet18SpatialSoftmaxEncoder()` (spec: ~11.20 M).
+# Exact per-camera parameter count of `ResNet18SpatialSoftmaxEncoder()` (docs/method.md: ~11.20 M).
 RESNET18_TRUNK_PARAMS = 11_176_512
 IMAGE_ENCODER_PARAMS = 11_197_088
 

@@ -1,4 +1,4 @@
-"""Generative heads: diffusion (DDPM / DDIM, spec §5) and rectified flow (optional).
+"""Generative heads: diffusion (DDPM / DDIM, docs/method.md §5) and rectified flow (optional).
 
 Everything is a pure function of ``denoise_fn(x_t, t) -> (B, H, Da)``, a closure that
 carries params / cond / rngs; ``t`` is a float32 array of shape ``(B,)`` (diffusion step

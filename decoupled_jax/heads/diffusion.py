@@ -1,4 +1,4 @@
-"""Diffusion head: schedules, ε-prediction loss, DDPM and DDIM samplers (spec §5).
+"""Diffusion head: schedules, ε-prediction loss, DDPM and DDIM samplers (docs/method.md §5).
 
 A port of diffusers' ``DDPMScheduler`` (``variance_type='fixed_small'``) and
 ``DDIMScheduler`` as Diffusion Policy configures them, written as pure functions:

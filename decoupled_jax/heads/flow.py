@@ -1,6 +1,6 @@
 """Rectified-flow head in the openpi (π0) convention.
 
-Not part of the paper (spec §5: "There is no flow-matching variant in either repo"); an
+Not part of the paper (docs/method.md §5: the reference code has no flow-matching variant); an
 optional alternative head behind the same ``denoise_fn`` interface.
 
 - Path: x_t = t·ε + (1 − t)·x0, t ∈ [0, 1]; t = 1 is pure noise, t = 0 is data.

@@ -1,4 +1,4 @@
-"""Parameter initialisers that reproduce PyTorch's defaults (spec §3, §11.12).
+"""Parameter initialisers that reproduce PyTorch's defaults (docs/method.md §3, §11.12).
 
 PyTorch initialises ``nn.Linear``, ``nn.Conv1d`` and ``nn.ConvTranspose1d`` with
 ``kaiming_uniform_(a=sqrt(5))`` for the weight and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for

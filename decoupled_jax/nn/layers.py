@@ -1,10 +1,10 @@
-"""Shared layers with PyTorch semantics, channels-last (spec §3 conventions, §12).
+"""Shared layers with PyTorch semantics, channels-last (docs/method.md §3 conventions, §12).
 
 * ``TorchLinear``: ``nn.Linear`` with torch-default init unless overridden; kernel (in, out).
-* ``ParallelLinear``: one affine map per sequence index (DP-MLP input layer, spec §3.5).
+* ``ParallelLinear``: one affine map per sequence index (DP-MLP input layer, docs/method.md §3.5).
 * ``Conv1d`` / ``ConvTranspose1d``: 1-D (transposed) convolutions on (..., T, C) written as
   im2col + one matmul. XLA:CPU's native conv is 70-100x slow when T < kernel (the U-Net's
-  lowest level, ../shared/notes/platform.md); the matmul form has no such cliff. Kernels are
+  lowest level, docs/performance.md); the matmul form has no such cliff. Kernels are
   stored (k, C_in, C_out) for both layers.
 * ``sinusoidal_embedding``: the diffusion-step embedding (half = dim/2, frequencies
   exp(-ln(10000) i / (half - 1)), output [sin, cos]).
@@ -110,7 +110,7 @@ class ParallelLinear(nn.Module):
   """A separate affine map per sequence index: (B, N, in) -> (B, N, out).
 
   kernel (N, in, out), bias (N, out); N is read from the input. Default init N(0, 1) for
-  both (``torch.randn``, DP-MLP's VectorizedParallelLinear, spec §3.5).
+  both (``torch.randn``, DP-MLP's VectorizedParallelLinear, docs/method.md §3.5).
   """
   features: int
   kernel_init: inits.Initializer = inits.normal(1.0)

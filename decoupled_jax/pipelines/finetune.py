@@ -16,6 +16,7 @@ data limits; quaternions and rot6d stay raw.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -128,8 +129,6 @@ def make_stage(config) -> Stage:
     check_stage1_checkpoint(config, norm)
     weights = Stage1Backbone(config.stage1_checkpoint, expert.conditioning_patterns,
                              expert.reinit_on_load_patterns)
-  elif config.mode == "random_frozen":
-    logging.info("random_frozen: the backbone is frozen at its random init (§1.3)")
 
   episodes = prepare_policy_dataset(episodes, obs_keys, convert_actions=False, normalizer=norm)
   sampler = WindowSampler(episodes, n_obs_steps=d.n_obs_steps, horizon=d.horizon,
@@ -146,8 +145,17 @@ def make_stage(config) -> Stage:
       yield sampler.sample(np.random.default_rng((config.seed, step)), batch)
       step += 1
 
+  num_steps = None
+  if d.sampling == "epochs":
+    num_steps = int(config.train.epochs) * sampler.num_batches(batch)
+    host_batches = _epoch_batches(sampler, batch, config.seed)
+    logging.info("epoch budget: %d epochs x %d batches = %d steps", config.train.epochs,
+                 sampler.num_batches(batch), num_steps)
+
   head = make_head(config.head)
   example = sampler.sample(np.random.default_rng(0), 1)["obs"]
+  if config.mode == "random_frozen":
+    freeze = random_frozen_rule(freeze, policy, example, int(d.horizon))
   meta = {"mode": config.mode, "task": task, "config": common.config_to_dict(config),
           "normalizer": norm.to_dict(), "backbone": config.backbone.name,
           "head": config.head.type, "image_keys": list(image_keys),
@@ -170,29 +178,84 @@ def make_stage(config) -> Stage:
     return {"success_rate": r["success_rate"], "mean_episode_length": r["mean_episode_length"]}
 
   def final_evaluate(params, workdir, step):
-    if int(config.eval.num_episodes) <= 0:
-      return {}
-    t0 = time.time()
-    ev = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
-                     use_images=bool(image_keys), video_dir=os.path.join(workdir, "videos"),
-                     json_path=os.path.join(workdir, "eval.json"))
-    return dict({k: v for k, v in ev.items() if k != "episodes"}, wall_time_s=time.time() - t0)
+    out = {}
+    if int(config.eval.num_episodes) > 0:
+      t0 = time.time()
+      ev = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
+                       use_images=bool(image_keys), video_dir=os.path.join(workdir, "videos"),
+                       json_path=os.path.join(workdir, "eval.json"))
+      out = dict({k: v for k, v in ev.items() if k != "episodes"}, wall_time_s=time.time() - t0)
+    n_train = int(config.eval.train_episodes)
+    if n_train > 0 and d.format == "robomimic":
+      from decoupled_jax.sim.evaluator import demo_initial_states
+      t0 = time.time()
+      ev = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
+                       use_images=bool(image_keys), json_path=os.path.join(workdir, "eval_train.json"),
+                       initial_states=demo_initial_states(d.dataset, n_train,
+                                                          filter_key=d.filter_key or None))
+      out["train"] = dict({k: v for k, v in ev.items() if k != "episodes"},
+                          wall_time_s=time.time() - t0)
+    return out
 
   return Stage(name="finetune", policy=policy, head=head, example_obs=example,
                action_shape=(int(d.horizon), ACTION_DIM), meta=meta, freeze=freeze,
                weights=weights, no_weight_decay=expert.no_weight_decay_patterns,
                host_batches=host_batches,
                evaluate=evaluate if int(config.train.eval_every) else None,
-               final_evaluate=final_evaluate)
+               final_evaluate=final_evaluate, num_steps=num_steps)
+
+
+def _epoch_batches(sampler, batch: int, seed: int):
+  """The reference's budget: shuffled passes over every window, the last partial batch
+  dropped; batch k of the run is a function of (seed, k), so a resumed run sees the same data."""
+  per_epoch = sampler.num_batches(batch)
+  if per_epoch < 1:
+    raise DatasetError(f"{sampler.episodes.source}: {len(sampler)} windows, fewer than one "
+                       f"batch of {batch}")
+
+  def host_batches(start):
+    step = start
+    while True:
+      epoch, i = divmod(step, per_epoch)
+      perm = np.random.default_rng((seed, epoch)).permutation(len(sampler))
+      yield sampler.get_batch(perm[i * batch:(i + 1) * batch])
+      step += 1
+
+  return host_batches
+
+
+def random_frozen_rule(freeze: FreezeRule, policy, example_obs, horizon: int) -> FreezeRule:
+  """The paper's random-frozen control (§1.3): every backbone leaf whose name *and shape*
+  match a randomly initialised stage-1 model stays frozen at its random init, conditioning
+  biases, `pos_emb` and DP-T's condition MLP included (no bias exception); only the
+  conditioning leaves whose shape depends on the observation width train."""
+  import jax
+  import jax.numpy as jnp
+  from decoupled_jax.encoders import ObservationEncoder
+  from decoupled_jax.training.partition import flatten
+  from decoupled_jax.training.policy import Policy, init_policy
+  stage1 = Policy(ObservationEncoder(lowdim_keys=("cond",)), policy.backbone)
+  ref = jax.eval_shape(lambda k: init_policy(stage1, k, {"cond": jnp.zeros((1, horizon, 8))},
+                                             (horizon, ACTION_DIM)), jax.random.key(0))
+  ours = jax.eval_shape(lambda k: init_policy(policy, k, example_obs, (horizon, ACTION_DIM)),
+                        jax.random.key(0))
+  ref, ours = flatten(ref), flatten(ours)
+  same = frozenset(p for p, v in ours.items() if p.startswith("backbone/") and p in ref
+                   and tuple(ref[p].shape) == tuple(v.shape))
+  logging.info("random_frozen: %d backbone leaves frozen at their random init (§1.3)",
+               len(freeze.frozen_paths({k: None for k in ours}) | same))
+  return dataclasses.replace(freeze, also_frozen=same)
 
 
 def closed_loop(policy_fn, task: str, eval_config, *, max_steps: int, use_images: bool,
-                video_dir=None, json_path=None, num_episodes=None) -> dict:
-  """The MimicGen protocol (§7.1): episodes on seeds 100000 + seed_offset + i."""
+                video_dir=None, json_path=None, num_episodes=None, initial_states=None) -> dict:
+  """The MimicGen protocol (§7.1): 'test' episodes on seeds 100000 + seed_offset + i, or
+  'train' episodes from demonstrations' initial states."""
   from decoupled_jax.sim.evaluator import DEFAULT_SEED_BASE, evaluate_policy
   n = int(num_episodes or eval_config.num_episodes)
   first = DEFAULT_SEED_BASE + int(eval_config.seed_offset)
-  return evaluate_policy(policy_fn, task, seeds=list(range(first, first + n)),
+  seeds = None if initial_states is not None else list(range(first, first + n))
+  return evaluate_policy(policy_fn, task, seeds=seeds, initial_states=initial_states,
                          n_obs_steps=policy_fn.n_obs, n_action_steps=policy_fn.n_act,
                          max_steps=max_steps, num_workers=int(eval_config.num_workers),
                          use_images=use_images, video_dir=video_dir,

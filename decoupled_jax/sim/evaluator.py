@@ -1,4 +1,4 @@
-"""Closed-loop policy evaluation (MimicGen protocol, spec §7.1) with batched inference.
+"""Closed-loop policy evaluation (MimicGen protocol, docs/method.md §7.1) with batched inference.
 
     result = evaluate_policy(policy_fn, 'stack', num_episodes=50, n_obs_steps=2,
                              n_action_steps=8, max_steps=270, num_workers=4)
@@ -66,11 +66,11 @@ import numpy as np
 
 from decoupled_jax.sim.robosuite_env import EnvSpec, make_env_from_spec, make_spec
 
-# Test seeds of the MimicGen runner (spec §7.1): 100000 + i.
+# Test seeds of the MimicGen runner (docs/method.md §7.1): 100000 + i.
 DEFAULT_SEED_BASE = 100000
 # Reset seeds of 'train' episodes whose demo records no generating seed: 200000 + i.
 DEFAULT_TRAIN_SEED_BASE = 200000
-# max_steps = 2.5 x average demo length (spec §7.1 for Stack/Square; ours for Lift/Can).
+# max_steps = 2.5 x average demo length (docs/method.md §7.1 for Stack/Square; ours for Lift/Can).
 DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 270, "NutAssemblySquare": 383, "PickPlaceCan": 400}
 
 

@@ -16,7 +16,7 @@ What the observation reports
 
       R_action = R(robot0_eef_quat) @ R_z(-90°)          (HAND_TO_SITE below)
 
-  i.e. the spec's v1 relation T_action = T_obs · RotZ(90°)⁻¹ (method.md §6). It is
+  i.e. the reference's v1 relation T_action = T_obs · RotZ(90°)⁻¹ (docs/method.md §6). It is
   *not* the identity, so converting an observed pose into an action must apply it.
 
 Verification (run `verify_hold_still` / tests): resetting Lift and commanding
@@ -33,10 +33,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-# R_hand^T R_site, constant for the Panda gripper in robosuite 1.5 (measured, see docstring).
-HAND_TO_SITE = np.array([[0.0, 1.0, 0.0],
-                         [-1.0, 0.0, 0.0],
-                         [0.0, 0.0, 1.0]])
+from decoupled_jax.kinematics.panda import hand_to_site_rotation
+
+# R_hand^T R_site for the Panda gripper, R_z(-90°): one home, read from robosuite's MJCF by
+# the kinematics module (tests/test_sim.py measures it on a live env).
+HAND_TO_SITE = np.round(hand_to_site_rotation(), 12)
 
 
 def hand_quat_to_site_matrix(quat_xyzw: np.ndarray) -> np.ndarray:

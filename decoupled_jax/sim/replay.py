@@ -209,6 +209,20 @@ def refresh_controllers(raw) -> None:
       c.update(force=True)
 
 
+def adopt_initial_joints(raw) -> None:
+  """Make the current arm configuration the controllers' episode-initial joints. robosuite
+  rebuilds the controllers at every reset with `initial_joint` = that reset's (noisy) arm
+  configuration, toward which OSC's nullspace torque pulls; a recorded episode had its own first
+  state's. Call after setting an episode's first state, before stepping (without it, replaying
+  a generated Lift demo drifted up to 0.015 rad in the joints; with it, the grip site follows
+  the recording to ~1e-6 mm)."""
+  for robot in raw.robots:
+    for arm in getattr(robot, "arms", ["right"]):
+      c = robot.part_controllers.get(arm)
+      if c is not None and hasattr(c, "update_initial_joints"):
+        c.update_initial_joints(np.array(raw.sim.data.qpos[c.qpos_index]))
+
+
 class SceneReplayer:
   """One of our robosuite envs driven by recorded states (see the module docstring).
 
@@ -361,22 +375,28 @@ def open_loop_check(env, abs_actions: np.ndarray, states: np.ndarray, site_pos: 
 
   `env` is a `RobosuiteEnv` (`make_env(task)`); `replayer` (optional) wraps it to load the
   recorded scene first. Returns position errors (mm), orientation errors (deg), success."""
-  from decoupled_jax.sim import frames
   rp = replayer if replayer is not None else SceneReplayer(env.spec.task, env=env)
   rp.load_scene(model_xml, where, seed)
   env.reset()          # no seed: keeps the scene just loaded, resets controllers and gripper
   rp.set_state(states[0], where)
+  adopt_initial_joints(rp.raw)
   t = len(abs_actions)
-  perr, rerr, success, first = [], [], False, None
+  success, first, replayed = False, None, []
   for i in range(t):
-    obs, _, _, info = env.step(np.asarray(abs_actions[i], np.float64))
+    _, _, _, info = env.step(np.asarray(abs_actions[i], np.float64))
     if info.get("success") and first is None:
       first = i
     success = success or bool(info.get("success"))
     if i + 1 < t:
-      perr.append(np.linalg.norm(obs["robot0_eef_pos"] - site_pos[i + 1]))
-      r_site = frames.hand_quat_to_site_matrix(obs["robot0_eef_quat"])
-      rerr.append(Rotation.from_matrix(site_rot[i + 1].T @ r_site).magnitude())
+      replayed.append(env.get_state())
+  # Compare the grip site at the replayed and the recorded states, both by forward kinematics
+  # at the state (step observations can lag the state by one physics substep).
+  perr, rerr = [], []
+  for i, s in enumerate(replayed):
+    rp.set_state(s, where)
+    p, r = rp.site_pose()
+    perr.append(np.linalg.norm(p - site_pos[i + 1]))
+    rerr.append(Rotation.from_matrix(site_rot[i + 1].T @ r).magnitude())
   perr = np.asarray(perr) * 1000.0 if perr else np.zeros(1)
   rerr = np.degrees(np.asarray(rerr)) if rerr else np.zeros(1)
   return {"pos_err_mean_mm": float(perr.mean()), "pos_err_max_mm": float(perr.max()),
@@ -580,6 +600,8 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
         absolute = actions
         out_actions, extra = actions, {}
       obs = scan["obs"] if regen else obs_in
+      replayer.set_state(states[0], dwhere)   # the episode's controllers for the steps below
+      adopt_initial_joints(replayer.raw)
       if extra_in.get("rewards") is not None and extra_in.get("dones") is not None:
         rewards, dones = extra_in["rewards"], extra_in["dones"]
       else:

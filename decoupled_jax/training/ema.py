@@ -1,4 +1,4 @@
-"""Power-law EMA of diffusers/Diffusion Policy (spec §5).
+"""Power-law EMA of diffusers/Diffusion Policy (docs/method.md §5).
 
 With n updates already done, k = max(0, n - 1); decay = 0 if k == 0 else
 min(max_decay, 1 - (1 + k) ** -power), so the first two updates copy the weights.

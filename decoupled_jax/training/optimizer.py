@@ -1,4 +1,4 @@
-"""AdamW with the reference's weight-decay groups and LR schedule (spec §5).
+"""AdamW with the reference's weight-decay groups and LR schedule (docs/method.md §5).
 
 The optimizer only ever sees the *trainable* leaves (a flat path -> array dict), so it holds
 no state for frozen leaves. Leaves are sorted into three groups by path: encoder leaves get

@@ -38,6 +38,9 @@ class Stage:
   evaluate: Optional[Callable[[dict, int], dict]] = None
   # After training: (inference params, workdir, step) -> the 'eval' section of summary.json.
   final_evaluate: Optional[Callable[[dict, str, int], dict]] = None
+  # The run's length when the stage derives it from its data (an epoch budget); None:
+  # config.train.num_steps.
+  num_steps: Optional[int] = None
 
   def __post_init__(self):
     if (self.host_batches is None) == (self.device_batch_fn is None):

@@ -64,8 +64,12 @@ def build_initial_state(config, stage: Stage, *, load_weights: bool = True):
   frozen = stage.freeze.frozen_paths(params)
   trainable, _ = partition.split(params, frozen)
   tx, schedule = opt_lib.make_optimizer(config.optimizer, trainable,
-                                       int(config.train.num_steps), stage.no_weight_decay)
+                                       total_steps(config, stage), stage.no_weight_decay)
   return create_train_state(params, frozen, tx), tx, schedule, report
+
+
+def total_steps(config, stage: Stage) -> int:
+  return int(stage.num_steps or config.train.num_steps)
 
 
 def check_workdir(workdir: str, resume: bool) -> None:
@@ -80,14 +84,14 @@ def check_workdir(workdir: str, resume: bool) -> None:
 
 def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=None,
           stop_at: Optional[int] = None) -> TrainResult:
-  """Runs `config.train.num_steps` steps of `stage` in `workdir`.
+  """Runs `total_steps(config, stage)` steps of `stage` in `workdir`.
 
   resume: continue from the newest intact checkpoint (without it, a workdir that holds
   checkpoints is refused). devices: the mesh's devices (default: all). stop_at: leave the
   loop after this step as if interrupted (the schedule still spans num_steps).
   """
   os.makedirs(workdir, exist_ok=True)
-  total_steps = int(config.train.num_steps)
+  num_steps = total_steps(config, stage)
   mesh = sharding.make_mesh(devices)
   sharding.check_batch_size(int(config.train.batch_size), mesh)
 
@@ -139,7 +143,7 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
     checkpointer.save(int(state.step), state, state.inference_params(use_ema),
                       dict(stage.meta, stage=stage.name, step=int(state.step)))
 
-  end = total_steps if stop_at is None else min(int(stop_at), total_steps)
+  end = num_steps if stop_at is None else min(int(stop_at), num_steps)
   bar = _progress(range(start, end), bool(config.progress),
                   desc=os.path.basename(workdir.rstrip("/")))
   t_start, compile_time, t_after_first, last_loss = time.time(), 0.0, None, float("nan")
@@ -157,7 +161,7 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
         jax.block_until_ready(state)
         compile_time, t_after_first = time.time() - t0, time.time()
       done = step + 1
-      if done % log_every == 0 or done == total_steps:
+      if done % log_every == 0 or done == num_steps:
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         m["lr"] = float(schedule(done - 1))
         last_loss = m["loss"]
@@ -169,7 +173,7 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
         if hasattr(bar, "set_postfix"):
           bar.set_postfix(loss=f"{m['loss']:.4f}")
       if stage.evaluate is not None and eval_every and (done % eval_every == 0
-                                                       or done == total_steps):
+                                                       or done == num_steps):
         ev = stage.evaluate(state.inference_params(use_ema), done)
         writer.scalars(done, {f"eval/{k}": v for k, v in ev.items() if np.isscalar(v)})
         metrics_log.write({"step": done, "eval": ev})
