@@ -16,12 +16,24 @@ INSTALL_REQUIRES = [
     "mujoco>=3.3.7,<3.10",
     "mujoco-mjx>=3.3.7,<3.10",
     "h5py>=3.10",
+    # RLDS export/reading (decoupled_jax/data/rlds.py): TFDS array_record builders, no TensorFlow.
     "tensorflow-datasets>=4.9.10",
     "importlib_resources",  # tensorflow-datasets needs it when TensorFlow is absent
     "array-record>=0.8",
+    # LeRobot v2.1 datasets (decoupled_jax/data/lerobot.py): parquet, the ffmpeg binary that
+    # imageio-ffmpeg bundles (mp4 encode/decode), PNG frames.
+    "pyarrow>=14",
+    "imageio-ffmpeg>=0.5",
+    "Pillow>=10.0",
     "tensorboardX>=2.6",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    # The policy server (decoupled_jax/serving): openpi's websocket + msgpack-numpy protocol.
+    # (websockets >= 13 has the asyncio server API used there.) The openpi-client package that
+    # the tests use as a client pins numpy<2: install it with `pip install --no-deps
+    # openpi-client==0.1.2` (its real needs, websockets/msgpack/dm-tree/pillow, are present).
+    "websockets>=17.4",
+    "msgpack>=1.2.4",
 ]
 
 EXTRAS = {
@@ -56,4 +68,8 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
+    entry_points={"console_scripts": [
+        "decoupled-jax-serve=decoupled_jax.serving.cli:serve_main",
+        "decoupled-jax-export=decoupled_jax.serving.cli:export_main",
+    ]},
 )

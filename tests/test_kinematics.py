@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from decoupled_jax.data import rotation
+from decoupled_jax.data.robomimic_hdf5 import DatasetError
 from decoupled_jax.kinematics import demo_pairs, panda, trajectories
 
 POS_TOL = 1e-5   # m
@@ -211,26 +212,6 @@ def test_config_validation():
     trajectories.FKWindowConfig.from_any({"horizn": 16})
 
 
-def test_export_reload_roundtrip(tmp_path, sampler):
-  path = tmp_path / "fk.array_record"
-  meta = trajectories.export_fk_dataset(path, 300, seed=5, batch_size=256, sampler=sampler)
-  cond, target, meta2 = trajectories.load_fk_dataset(path)
-  assert meta2["num_windows"] == 300 == meta["num_windows"]
-  assert cond.shape == (300, 16, 8) and target.shape == (300, 16, 10)
-  # same as sampling with the same keys
-  rng = jax.random.PRNGKey(5)
-  rng, k = jax.random.split(rng)
-  c0, t0, _, _ = sampler(k, 256, True)
-  np.testing.assert_array_equal(cond[:256], np.asarray(c0))
-  np.testing.assert_array_equal(target[:256], np.asarray(t0))
-  src = trajectories.FKDatasetSource(path)
-  assert len(src) == 300
-  c, t = src[7]
-  np.testing.assert_array_equal(c, cond[7])
-  np.testing.assert_array_equal(t, target[7])
-  src.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # Demo pairs
 
@@ -292,13 +273,15 @@ def test_demo_pairs_and_windows(tmp_path):
   ws = demo_pairs.DemoPairWindowSampler(data, 4)
   c, t = ws.sample(np.random.default_rng(0), 16)
   assert c.shape == (16, 4, 8) and t.shape == (16, 4, 10)
-  arrays = ws.device_arrays()
-  cj, tj = jax.jit(ws.sample_jax, static_argnums=2)(jax.random.PRNGKey(0), arrays, 16)
-  assert cj.shape == (16, 4, 8) and tj.shape == (16, 4, 10)
-  # every jax window equals the numpy window ending at its last frame... and is in one episode
-  last = np.asarray(tj)[:, -1]
-  ends = [np.flatnonzero((data.fields["target"] == row).all(-1))[0] for row in last]
-  np.testing.assert_array_equal(np.asarray(tj), demo_pairs.gather_windows(data, 4, ends)[1])
+  # every sampled window equals the window ending at its last frame (so it lies in one episode)
+  ends = [np.flatnonzero((data.fields["target"] == row).all(-1))[0] for row in t[:, -1]]
+  np.testing.assert_array_equal(t, demo_pairs.gather_windows(data, 4, ends)[1])
+  np.testing.assert_array_equal(c, demo_pairs.gather_windows(data, 4, ends)[0])
+  # demos / max_demos / filter keys select episodes
+  sub = demo_pairs.load_demo_pairs(path, demos=["demo_10", "demo_1"])
+  assert sub.attrs["demos"] == ("demo_10", "demo_1")
+  np.testing.assert_array_equal(sub.episode(1)["cond"], ep1["cond"])
+  assert demo_pairs.load_demo_pairs(path, max_demos=2).num_episodes == 2
 
   eep = demo_pairs.load_demo_pairs(path, signal="eepose")
   np.testing.assert_array_equal(eep.fields["cond"], eep.fields["target"])
@@ -309,9 +292,14 @@ def test_demo_pairs_and_windows(tmp_path):
 def test_demo_pairs_missing_key_names_file_demo_key(tmp_path):
   path = tmp_path / "bad.hdf5"
   _write_demo_file(path, [3, 3], drop=(1, "obs/robot0_eef_quat"))
-  with pytest.raises(KeyError, match=r"bad\.hdf5: data/demo_1/obs/robot0_eef_quat"):
+  with pytest.raises(DatasetError, match=r"bad\.hdf5: data/demo_1/obs: missing key "
+                                         r"'robot0_eef_quat'"):
     demo_pairs.load_demo_pairs(path)
   path2 = tmp_path / "bad2.hdf5"
   _write_demo_file(path2, [3], drop=(0, "actions"))
-  with pytest.raises(KeyError, match=r"data/demo_0/actions"):
+  with pytest.raises(DatasetError, match=r"bad2\.hdf5: data/demo_0: missing key 'actions'"):
     demo_pairs.load_demo_pairs(path2)
+  good = tmp_path / "good.hdf5"
+  _write_demo_file(good, [3, 3])
+  with pytest.raises(DatasetError, match=r"good\.hdf5: data/demo_7: demo not found"):
+    demo_pairs.load_demo_pairs(good, demos=["demo_7"])

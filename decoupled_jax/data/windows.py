@@ -12,8 +12,8 @@ reference `VLADataModule` sampler. (For H=16 the executed actions [To-1, To-1+Ta
 never need clamping; for H=10 the last anchors' executed actions are clamped, as in the
 reference.)
 
-`mode='stage1'`: condition and target cover the same n frames (obs window == action
-window, n = n_obs_steps = horizon), and no frame is dropped.
+Stage-1 windows (condition and target over the same n frames) are
+`kinematics/demo_pairs.py`'s `DemoPairWindowSampler`.
 
 Batches are built by numpy fancy indexing with precomputed (B, T) gather indices
 `clip(t + offsets, ep_start, ep_end - 1)`; no per-sample Python loop, dtypes preserved
@@ -38,32 +38,22 @@ def _as_rng(rng) -> np.random.Generator:
 class WindowSampler:
   """Samples {'obs': {key: (B, To, ...)}, 'actions': (B, H, ...)} windows from EpisodeData."""
 
-  def __init__(self, episodes: EpisodeData, *, n_obs_steps: int, horizon: int | None = None,
-               n_action_steps: int | None = None, obs_keys: Sequence[str],
+  def __init__(self, episodes: EpisodeData, *, n_obs_steps: int, horizon: int,
+               n_action_steps: int, obs_keys: Sequence[str],
                action_key: str | None = "actions", pad_after: int | None = None,
-               drop_last_frames: bool = True, mode: str = "policy"):
-    if mode not in ("policy", "stage1"):
-      raise ValueError(f"mode must be 'policy' or 'stage1', got {mode!r}")
+               drop_last_frames: bool = True):
     if n_obs_steps < 1:
       raise ValueError(f"n_obs_steps must be >= 1, got {n_obs_steps}")
-    if mode == "stage1":
-      horizon = n_obs_steps if horizon is None else horizon
-      if horizon != n_obs_steps:
-        raise ValueError(f"stage1 mode: horizon ({horizon}) must equal n_obs_steps ({n_obs_steps})")
-      if pad_after is None:
-        pad_after = 0
-    else:
-      if horizon is None or n_action_steps is None:
-        raise ValueError("policy mode needs horizon and n_action_steps")
-      if horizon < n_obs_steps:
-        raise ValueError(f"horizon ({horizon}) < n_obs_steps ({n_obs_steps})")
-      if pad_after is None:
-        pad_after = n_action_steps - 1
+    if horizon is None or n_action_steps is None:
+      raise ValueError("WindowSampler needs horizon and n_action_steps")
+    if horizon < n_obs_steps:
+      raise ValueError(f"horizon ({horizon}) < n_obs_steps ({n_obs_steps})")
+    if pad_after is None:
+      pad_after = n_action_steps - 1
     self.episodes = episodes
-    self.mode = mode
     self.n_obs_steps = int(n_obs_steps)
     self.horizon = int(horizon)
-    self.n_action_steps = None if n_action_steps is None else int(n_action_steps)
+    self.n_action_steps = int(n_action_steps)
     self.obs_keys = tuple(obs_keys)
     self.action_key = action_key
     for k in self.obs_keys + ((action_key,) if action_key is not None else ()):

@@ -1,6 +1,6 @@
 """Stage-1 (joint, pose) pairs from recorded demonstrations: the paper's actual source (§1.1).
 
-Input: a robomimic/MimicGen-layout HDF5 file
+Input: a robomimic/MimicGen-layout HDF5 file (or any dataset `load_episodes` reads)
   data/demo_N/obs/robot0_joint_pos  (T, 7)
   data/demo_N/obs/robot0_eef_pos    (T, 3)   world frame (robosuite `robot0_eef_pos`)
   data/demo_N/obs/robot0_eef_quat   (T, 4)   xyzw (robosuite `robot0_eef_quat`)
@@ -14,47 +14,34 @@ Output: `EpisodeData(fields={'cond': (N, Dc), 'target': (N, 10)}, episode_ends)`
   (8-D), 'eepose' = target (10-D), 'none' = zeros (8-D). The gripper command is taken as stored
   (the last action column), not the finger qpos.
 
+Any format `decoupled_jax.data.sources.load_episodes` reads works (`format=`, `key_map=`), e.g.
+LeRobot `observation.joint_position` / `observation.eePose` of the paper's stage-1 datasets.
+
 Windows (`window_indices`, `gather_windows`, `DemoPairWindowSampler`): condition and target cover
-the same n frames t-n+1..t; indices outside the episode are clamped to its first/last frame.
+the same n frames t-n+1..t; indices outside the episode are clamped to its first/last frame
+(the one stage-1 window implementation; `data/windows.py` is the stage-2 sampler).
 """
 from __future__ import annotations
 
-import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from decoupled_jax.config_lib import SIGNALS
 from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
+from decoupled_jax.data.robomimic_hdf5 import DatasetError
 from decoupled_jax.kinematics import panda
 
 REQUIRED_OBS = ("robot0_joint_pos", "robot0_eef_pos", "robot0_eef_quat")
-_SIGNALS = ("jp", "eepose", "none")
-
-
-def _demo_sort_key(name: str):
-  m = re.search(r"(\d+)$", name)
-  return (int(m.group(1)) if m else -1, name)
-
-
-def list_demos(f, filter_key: str | None = None, path: str = "<hdf5>") -> list[str]:
-  if "data" not in f:
-    raise KeyError(f"{path}: no group 'data' (not a robomimic/MimicGen HDF5 file)")
-  if filter_key is not None:
-    key = f"mask/{filter_key}"
-    if key not in f:
-      raise KeyError(f"{path}: filter key '{key}' not found")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in f[key][()]]
-  else:
-    names = [n for n in f["data"].keys() if n.startswith("demo")]
-  return sorted(names, key=_demo_sort_key)
+_DIMS = {"robot0_joint_pos": 7, "robot0_eef_pos": 3, "robot0_eef_quat": 4}
 
 
 def pairs_from_arrays(joint_pos, eef_pos, eef_quat_xyzw, gripper_cmd, signal: str = "jp",
                       frame: str = "grip_site"):
   """One episode's arrays -> (cond (T, Dc), target (T, 10)) float32."""
-  if signal not in _SIGNALS:
-    raise ValueError(f"signal must be one of {_SIGNALS}, got {signal!r}")
+  if signal not in SIGNALS:
+    raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
   if frame not in ("grip_site", "hand"):
     raise ValueError(f"frame must be 'grip_site' or 'hand', got {frame!r}")
   g = np.asarray(gripper_cmd, np.float64).reshape(-1, 1)
@@ -74,50 +61,44 @@ def pairs_from_arrays(joint_pos, eef_pos, eef_quat_xyzw, gripper_cmd, signal: st
 
 def load_demo_pairs(path, signal: str = "jp", demos: Sequence[str] | None = None,
                     filter_key: str | None = None, max_demos: int | None = None,
-                    frame: str = "grip_site") -> EpisodeData:
-  """Reads every demo (or `demos`, or those of `mask/<filter_key>`), in demo_N numeric order."""
-  import h5py
+                    frame: str = "grip_site", *, format: str = "robomimic",  # noqa: A002
+                    key_map: Mapping[str, str] | None = None) -> EpisodeData:
+  """(cond, target) pairs of every demo (or `demos`, or those of `filter_key`), in numeric order.
+
+  Reads through `decoupled_jax.data.sources.load_episodes` (any format, `key_map` as there),
+  without the action-convention check: only observations and the gripper column are used, and
+  the gripper command means the same in delta and absolute files. Malformed input raises
+  `DatasetError` naming the file, demo and key.
+  """
+  from decoupled_jax.data.sources import load_episodes
   path = str(path)
-  conds, targets, ends, names = [], [], [], []
-  with h5py.File(path, "r") as f:
-    names = list(demos) if demos is not None else list_demos(f, filter_key, path)
-    if max_demos is not None:
-      names = names[:max_demos]
-    if not names:
-      raise ValueError(f"{path}: no demos found")
-    total = 0
-    for name in names:
-      where = f"{path}: data/{name}"
-      if f"data/{name}" not in f:
-        raise KeyError(f"{where}: demo not found")
-      grp = f[f"data/{name}"]
-      for k in REQUIRED_OBS:
-        if f"obs/{k}" not in grp:
-          raise KeyError(f"{where}/obs/{k}: missing key (needed for stage-1 pairs)")
-      if "actions" not in grp:
-        raise KeyError(f"{where}/actions: missing key (gripper command = actions[:, -1])")
-      jp = grp["obs/robot0_joint_pos"][()]
-      pos = grp["obs/robot0_eef_pos"][()]
-      quat = grp["obs/robot0_eef_quat"][()]
-      act = grp["actions"][()]
-      shapes = {"obs/robot0_joint_pos": (jp, 7), "obs/robot0_eef_pos": (pos, 3),
-                "obs/robot0_eef_quat": (quat, 4)}
-      for k, (a, d) in shapes.items():
-        if a.ndim != 2 or a.shape[1] != d:
-          raise ValueError(f"{where}/{k}: expected shape (T, {d}), got {a.shape}")
-      lens = {len(jp), len(pos), len(quat), len(act)}
-      if len(lens) != 1:
-        raise ValueError(f"{where}: obs/actions lengths differ: joint_pos {len(jp)}, eef_pos "
-                         f"{len(pos)}, eef_quat {len(quat)}, actions {len(act)}")
-      if len(jp) == 0:
-        raise ValueError(f"{where}: empty demo")
-      c, t = pairs_from_arrays(jp, pos, quat, act[:, -1], signal, frame)
-      conds.append(c)
-      targets.append(t)
-      total += len(c)
-      ends.append(total)
+  eps = load_episodes(path, REQUIRED_OBS, format=format, key_map=key_map,
+                      filter_key=filter_key, action_convention="any")
+  names = list(eps.attrs.get("demo_names") or [])
+  if demos is not None:
+    pos = {n: i for i, n in enumerate(names)}
+    missing = [d for d in demos if d not in pos]
+    if missing:
+      raise DatasetError(f"{path}: data/{missing[0]}: demo not found")
+    idx = [pos[d] for d in demos]
+    eps, names = eps.select_episodes(idx), list(demos)
+  if max_demos is not None:
+    eps, names = eps.select_episodes(np.arange(min(max_demos, eps.num_episodes))), names[:max_demos]
+  if eps.num_episodes == 0:
+    raise DatasetError(f"{path}: no demos found")
+  for k, d in _DIMS.items():
+    if eps.fields[k].shape[1:] != (d,):
+      raise DatasetError(f"{path}: obs/{k}: expected shape (T, {d}), got "
+                         f"(T,) + {eps.fields[k].shape[1:]}")
+  conds, targets = [], []
+  for i in range(eps.num_episodes):
+    ep = eps.episode(i)
+    c, t = pairs_from_arrays(ep["robot0_joint_pos"], ep["robot0_eef_pos"], ep["robot0_eef_quat"],
+                             ep["actions"][:, -1], signal, frame)
+    conds.append(c)
+    targets.append(t)
   return EpisodeData({"cond": np.concatenate(conds), "target": np.concatenate(targets)},
-                     np.asarray(ends), source=path,
+                     eps.episode_ends.copy(), source=path,
                      attrs={"demos": tuple(names), "signal": signal, "frame": frame})
 
 
@@ -139,19 +120,11 @@ def gather_windows(data: EpisodeData, horizon: int, end_frames=None):
 
 
 class DemoPairWindowSampler:
-  """Uniform random windows over all frames (each frame is the end t of one window).
-
-  Numpy: `sample(np_rng, batch_size)`. On device: `device_arrays()` gives (cond, target,
-  window_start, window_end) so `sample_jax(rng, arrays, batch_size)` can run inside jit.
-  """
+  """Uniform random windows over all frames (each frame is the end t of one window):
+  `sample(np_rng, batch_size) -> (cond (B, H, Dc), target (B, H, 10))`."""
 
   def __init__(self, data: EpisodeData, horizon: int):
     self.data, self.horizon = data, int(horizon)
-    n = data.num_frames
-    starts = np.concatenate([[0], data.episode_ends[:-1]])
-    ep = np.searchsorted(data.episode_ends, np.arange(n), side="right")
-    self._lo = starts[ep]                  # first frame of each frame's episode
-    self._hi = data.episode_ends[ep] - 1   # last frame
 
   def __len__(self) -> int:
     return self.data.num_frames
@@ -159,17 +132,3 @@ class DemoPairWindowSampler:
   def sample(self, rng: np.random.Generator, batch_size: int):
     t = rng.integers(0, self.data.num_frames, size=batch_size)
     return gather_windows(self.data, self.horizon, t)
-
-  def device_arrays(self):
-    import jax.numpy as jnp
-    return (jnp.asarray(self.data.fields["cond"]), jnp.asarray(self.data.fields["target"]),
-            jnp.asarray(self._lo, jnp.int32), jnp.asarray(self._hi, jnp.int32))
-
-  def sample_jax(self, rng, arrays, batch_size: int):
-    import jax
-    import jax.numpy as jnp
-    cond, target, lo, hi = arrays
-    t = jax.random.randint(rng, (batch_size,), 0, cond.shape[0])
-    idx = t[:, None] + jnp.arange(-self.horizon + 1, 1)[None, :]
-    idx = jnp.clip(idx, lo[t][:, None], hi[t][:, None])
-    return cond[idx], target[idx]

@@ -37,10 +37,8 @@ Joint trajectories (per sample)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import pathlib
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +46,12 @@ import numpy as np
 
 from decoupled_jax.kinematics import panda
 
-SIGNALS = ("jp", "eepose", "none")
+from decoupled_jax.config_lib import SIGNALS  # noqa: E402  (one home: the config schema)
+from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN  # noqa: E402
+
+# The shared position-normalisation box (docs/method.md §6), as the generator's default.
+DEFAULT_WORKSPACE_BOX = (tuple(float(v) for v in ABCDEFGH_POS_MIN),
+                         tuple(float(v) for v in ABCDEFGH_POS_MAX))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,7 @@ class FKWindowConfig:
   # closest to it. Empty box = no constraint. Default: the fixed position-normalisation box
   # shared by stage 1 and stage 2 (data/normalizer.py ABCDEFGH stats), so normalised targets
   # lie in [-1, 1] like the stage-2 actions.
-  workspace_box: tuple = ((-0.51499, -0.47873, 0.80850), (0.28912, 0.44042, 1.22350))
+  workspace_box: tuple = DEFAULT_WORKSPACE_BOX
   box_margin: float = 0.02
   via_candidates: int = 16
 
@@ -280,96 +283,3 @@ def make_fk_window_sampler(config=None) -> FKWindowSampler:
   else:
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), panda.kinematics_tree(model))
   return FKWindowSampler(cfg, info, params, model)
-
-
-# ----------------------------------------------------------------------------------------------
-# A fixed dataset on disk (array_record), and its reader.
-#
-# Layout: `<path>` is an ArrayRecord file with one record per window, the raw little-endian
-# float32 bytes of concat(cond.ravel(), target.ravel()); `<path>.json` holds the shapes, the
-# config and the seed. Written with the `array_record` package directly (random access, readable
-# by grain); a tensorflow-datasets builder would add a TF-less tfds code path for no gain here.
-
-
-def _meta_path(path) -> pathlib.Path:
-  return pathlib.Path(str(path) + ".json")
-
-
-def export_fk_dataset(path, num_windows: int, config=None, seed: int = 0,
-                      batch_size: int = 4096, sampler: FKWindowSampler | None = None) -> dict:
-  """Samples `num_windows` windows with `sampler` (default `make_fk_window_sampler(config)`)
-  and writes them to `path` (+ `path.json`). Returns the metadata."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  if sampler is None:
-    sampler = make_fk_window_sampler(config)
-  elif config is not None:
-    raise ValueError("pass either config or sampler")
-  cfg = sampler.config
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  h, dc = cfg.horizon, cfg.cond_dim
-  writer = ArrayRecordWriter(str(path), "group_size:1")
-  rng = jax.random.PRNGKey(seed)
-  written = 0
-  try:
-    while written < num_windows:
-      rng, key = jax.random.split(rng)
-      n = min(batch_size, num_windows - written)
-      cond, target = jax.device_get(sampler(key, batch_size))
-      rec = np.concatenate([cond.reshape(len(cond), -1), target.reshape(len(target), -1)],
-                           axis=1).astype("<f4")
-      for r in rec[:n]:
-        writer.write(r.tobytes())
-      written += n
-  finally:
-    writer.close()
-  meta = {"format": "decoupled_jax.fk_windows.v1", "num_windows": int(num_windows),
-          "cond_shape": [h, dc], "target_shape": [h, 10], "dtype": "<f4", "seed": int(seed),
-          "config": dataclasses.asdict(cfg), "model_source": sampler.info.source}
-  _meta_path(path).write_text(json.dumps(meta, indent=1))
-  return meta
-
-
-class FKDatasetSource:
-  """Random access to an exported dataset (`len`, `[i] -> (cond, target)`; grain-compatible)."""
-
-  def __init__(self, path):
-    from array_record.python.array_record_module import ArrayRecordReader
-    self.path = pathlib.Path(path)
-    mp = _meta_path(self.path)
-    if not mp.exists():
-      raise FileNotFoundError(f"{mp}: metadata of FK dataset {self.path} not found")
-    self.meta = json.loads(mp.read_text())
-    self._reader = ArrayRecordReader(str(self.path))
-    self._cs = tuple(self.meta["cond_shape"])
-    self._ts = tuple(self.meta["target_shape"])
-
-  def __len__(self) -> int:
-    return self._reader.num_records()
-
-  def _decode(self, recs):
-    a = np.frombuffer(b"".join(recs), dtype=self.meta["dtype"]).reshape(len(recs), -1)
-    nc = int(np.prod(self._cs))
-    return (a[:, :nc].reshape((len(recs),) + self._cs).astype(np.float32),
-            a[:, nc:].reshape((len(recs),) + self._ts).astype(np.float32))
-
-  def __getitem__(self, i):
-    c, t = self._decode(self._reader.read([int(i)]))
-    return c[0], t[0]
-
-  def read(self, indices):
-    return self._decode(self._reader.read([int(i) for i in indices]))
-
-  def close(self):
-    self._reader.close()
-
-
-def load_fk_dataset(path) -> tuple[np.ndarray, np.ndarray, Mapping]:
-  """Loads a whole exported dataset: cond (N, H, Dc), target (N, H, 10), metadata."""
-  src = FKDatasetSource(path)
-  try:
-    recs = src._reader.read_all()
-    cond, target = src._decode(recs)
-  finally:
-    src.close()
-  return cond, target, src.meta

@@ -139,18 +139,14 @@ def make_stage(config) -> Stage:
   logging.info("%s: %d demos, %d frames, %d windows; task %s, eval max_steps %d", d.dataset,
                episodes.num_episodes, episodes.num_frames, len(sampler), task, max_steps)
 
-  def host_batches(start):
-    step = start
-    while True:   # a batch is a function of (seed, step): resumed runs see the same data
-      yield sampler.sample(np.random.default_rng((config.seed, step)), batch)
-      step += 1
-
   num_steps = None
   if d.sampling == "epochs":
     num_steps = int(config.train.epochs) * sampler.num_batches(batch)
     host_batches = _epoch_batches(sampler, batch, config.seed)
     logging.info("epoch budget: %d epochs x %d batches = %d steps", config.train.epochs,
                  sampler.num_batches(batch), num_steps)
+  else:
+    host_batches = _uniform_batches(sampler, batch, config.seed)
 
   head = make_head(config.head)
   example = sampler.sample(np.random.default_rng(0), 1)["obs"]
@@ -203,6 +199,19 @@ def make_stage(config) -> Stage:
                host_batches=host_batches,
                evaluate=evaluate if int(config.train.eval_every) else None,
                final_evaluate=final_evaluate, num_steps=num_steps)
+
+
+def _uniform_batches(sampler, batch: int, seed: int):
+  """Windows drawn with replacement; batch k is a function of (seed, k), so a resumed run
+  sees the same data."""
+
+  def host_batches(start):
+    step = start
+    while True:
+      yield sampler.sample(np.random.default_rng((seed, step)), batch)
+      step += 1
+
+  return host_batches
 
 
 def _epoch_batches(sampler, batch: int, seed: int):

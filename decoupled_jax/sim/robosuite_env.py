@@ -349,12 +349,16 @@ class RobosuiteEnv(EnvAdapter):
     if state.shape != (n,) or not np.all(np.isfinite(state)):
       raise ValueError(f"{self.spec.task}: expected a finite flat state of size {n} "
                        f"(time, qpos, qvel), got shape {state.shape}")
+    from decoupled_jax.sim.replay import adopt_initial_joints, refresh_controllers
     self.reset(seed)
     sim = self.env.sim
     with self._own_global_rng():
       sim.set_state_from_flattened(state)
       sim.forward()
-      self.env.update_state()
+      # robosuite's controllers cache the reset pose until their first step and pull toward
+      # the reset's (noisy) initial joints: make them read the demo's state instead.
+      refresh_controllers(self.env)
+      adopt_initial_joints(self.env)
       self._raw = self.env._get_observations(force_update=True)
     self._success = bool(self.env._check_success())
     return self._convert(self._raw)
