@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from decoupled_jax.data.episodes import EpisodeData
-from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention
+from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention, check_field
 
 CODEBASE_VERSION = "v2.1"
 CHUNK_SIZE = 1000
@@ -493,19 +493,7 @@ def read_lerobot(path: str, keys: Sequence[str], *, filter_key: str | None = Non
                              f"({type(e).__name__}: {e})") from e
       else:
         v = _column_array(table.column(k), t, where, k)
-      if k in image_fields:
-        if v.ndim != 4 or v.shape[-1] != 3 or v.dtype != np.uint8:
-          raise DatasetError(f"{where}: key '{k}': expected uint8 images (T, H, W, 3), got "
-                             f"{v.dtype} {v.shape}")
-      else:
-        if v.dtype.kind not in "fiub":
-          raise DatasetError(f"{where}: key '{k}': not numeric (dtype {v.dtype})")
-        v = v.astype(np.float32)
-        bad = ~np.isfinite(v)
-        if bad.any():
-          rows = np.unique(np.nonzero(bad)[0])
-          raise DatasetError(f"{where}: key '{k}': {int(bad.sum())} non-finite values "
-                             f"(NaN/inf) at frames {rows[:10].tolist()}")
+      v = check_field(v, image=k in image_fields, what=f"{where}: key '{k}'", expand_1d=False)
       if out[k] and out[k][0].shape[1:] != v.shape[1:]:
         raise DatasetError(f"{where}: key '{k}': shape {v.shape[1:]} per frame differs from "
                            f"the first episode's {out[k][0].shape[1:]}")

@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from decoupled_jax.data.episodes import EpisodeData
-from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention
+from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention, check_field
 
 FORMAT_TAG = "decoupled_jax.rlds.v1"
 OBS_NAMES = {"agentview_image": "image", "robot0_eye_in_hand_image": "wrist_image",
@@ -369,23 +369,7 @@ def read_rlds(path: str, keys: Sequence[str], *, filter_key: str | None = None,
       arrays = {}
       for k in order:
         v = np.stack(cols[k])
-        if k in image_fields:
-          if v.ndim != 4 or v.shape[-1] != 3:
-            raise DatasetError(f"{where}: key '{k}': wrong image shape {v.shape}, expected "
-                               f"(T, H, W, 3)")
-          if v.dtype != np.uint8:
-            raise DatasetError(f"{where}: key '{k}': images must be uint8, got {v.dtype}")
-        else:
-          if v.dtype.kind not in "fiub":
-            raise DatasetError(f"{where}: key '{k}': not numeric (dtype {v.dtype})")
-          v = v.astype(np.float32)
-          if v.ndim == 1:
-            v = v[:, None]
-          bad = ~np.isfinite(v)
-          if bad.any():
-            rows = np.unique(np.nonzero(bad)[0])
-            raise DatasetError(f"{where}: key '{k}': {int(bad.sum())} non-finite values "
-                               f"(NaN/inf) at steps {rows[:10].tolist()}")
+        v = check_field(v, image=k in image_fields, what=f"{where}: key '{k}'")
         arrays[k] = v
       recs.append((idx, dn, arrays))
   if not recs:

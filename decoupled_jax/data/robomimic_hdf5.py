@@ -66,6 +66,29 @@ class DatasetError(ValueError):
     super().__init__(" ".join(str(message).split()))
 
 
+def check_field(v: np.ndarray, *, image: bool, what: str, expand_1d: bool = True) -> np.ndarray:
+  """The per-episode checks every reader applies (one home for robomimic, RLDS, LeRobot):
+  images uint8 (T, H, W, 3); low-dim numeric and finite, returned as float32 ((T,) -> (T, 1)
+  with `expand_1d`). `what` names the file, episode and key in the one-line error."""
+  if image:
+    if v.ndim != 4 or v.shape[-1] != 3:
+      raise DatasetError(f"{what}: wrong image shape {v.shape}, expected (T, H, W, 3)")
+    if v.dtype != np.uint8:
+      raise DatasetError(f"{what}: images must be uint8, got {v.dtype}")
+    return v
+  if v.dtype.kind not in "fiub":
+    raise DatasetError(f"{what}: not numeric (dtype {v.dtype})")
+  v = v.astype(np.float32)
+  if v.ndim == 1 and expand_1d:
+    v = v[:, None]
+  bad = ~np.isfinite(v)
+  if bad.any():
+    rows = np.unique(np.nonzero(bad)[0])
+    raise DatasetError(f"{what}: {int(bad.sum())} non-finite values (NaN/inf) at frames "
+                       f"{rows[:10].tolist()}")
+  return v
+
+
 def is_image_key(key: str) -> bool:
   return key.endswith(IMAGE_SUFFIX)
 
@@ -495,18 +518,7 @@ def read_demos(path: str, specs: Mapping[str, str], *, filter_key: str | None = 
             raise DatasetError(f"{where}/{rel}: mismatched lengths: {v.shape[0]} frames vs "
                                f"{t} actions")
           t = v.shape[0] if t is None else t
-          if k in image_fields:
-            if v.ndim != 4 or v.shape[-1] != 3:
-              raise DatasetError(f"{where}/{rel}: wrong image shape {v.shape}, expected "
-                                 f"(T, H, W, 3)")
-            if v.dtype != np.uint8:
-              raise DatasetError(f"{where}/{rel}: images must be uint8, got {v.dtype}")
-          else:
-            v = v.astype(np.float32)
-            if v.ndim == 1:
-              v = v[:, None]
-            if not np.all(np.isfinite(v)):
-              raise DatasetError(f"{where}/{rel}: non-finite values (NaN/inf)")
+          v = check_field(v, image=k in image_fields, what=f"{where}/{rel}")
         if chunks[k] and chunks[k][0].shape[1:] != v.shape[1:]:
           raise DatasetError(f"{where}/{rel}: shape {v.shape[1:]} per frame differs from "
                              f"data/{names[0]}'s {chunks[k][0].shape[1:]}"
