@@ -7,18 +7,45 @@ start-up, and turning user errors into one line on stderr.
     if __name__ == "__main__":
       cli.run(main)
 
+Flags every binary gets: `--verbose`, `--distributed` (+ `--coordinator_address`,
+`--num_processes`, `--process_id`), `--[no]compilation_cache`, `--compilation_cache_dir`.
+
 A user error (`decoupled_jax.errors.UserError`, a bad dataset, a refused overwrite, a missing
 file) ends the process with `error: <one line>` on stderr and exit status 2; `--verbose`
 shows the traceback. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
 def prelude() -> None:
   from decoupled_jax.runtime import configure_environment
   configure_environment()
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache (programs that took >= 1 s to compile)."""
+  import jax
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """jax.distributed.initialize; on CPU hosts the cross-process collectives use gloo."""
+  import jax
+  if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator():
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def _has_accelerator() -> bool:
+  import importlib.util
+  return any(importlib.util.find_spec(m) is not None
+             for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm60_plugin"))
 
 
 def _user_errors() -> tuple[type, ...]:
@@ -33,14 +60,28 @@ def run(main) -> None:
   if "verbose" not in flags.FLAGS:
     flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors.")
   if "distributed" not in flags.FLAGS:
-    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; "
+                      "docs/pods.md). Without the three flags below JAX detects the cluster "
+                      "(TPU pods, SLURM, ...).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--distributed).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed).")
+    flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
+
+  if "compilation_cache" not in flags.FLAGS:
+    flags.DEFINE_bool("compilation_cache", True, "Keep compiled XLA programs in "
+                      "--compilation_cache_dir so reruns and resumes skip most compilation.")
+    flags.DEFINE_string("compilation_cache_dir", os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "decoupled_jax",
+        "xla"), "Persistent compilation cache directory.")
 
   def wrapped(argv):
     from decoupled_jax.pipelines.common import setup_logging
     setup_logging()
+    if flags.FLAGS.compilation_cache:
+      enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     if flags.FLAGS.distributed:
-      import jax
-      jax.distributed.initialize()
+      initialize_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                             flags.FLAGS.process_id)
     try:
       return main(argv)
     except _user_errors() as e:

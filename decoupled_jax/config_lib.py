@@ -136,7 +136,13 @@ def _common(stage: str, arch: str, cond: str, head: str) -> ConfigDict:
   c.optimizer = optimizer_config(arch, stage)
   c.ema = ConfigDict({"enabled": True, "power": 0.75, "max_decay": 0.9999})
   c.train = ConfigDict({"batch_size": 64, "num_steps": 5000, "log_every": 50,
-                        "checkpoint_every": 1000, "eval_every": 0, "max_checkpoints": 2})
+                        "checkpoint_every": 1000, "eval_every": 0, "max_checkpoints": 2,
+                        # Write checkpoints in the background (orbax async): a save only
+                        # stalls training for the copy of the state to host memory.
+                        "async_checkpoints": True,
+                        # Host batches prepared ahead by a background thread, already on
+                        # the devices with the batch sharding (0: none).
+                        "prefetch": 2})
   # Regexes over full param paths frozen / kept trainable in addition to what the stage
   # freezes (trainable wins), e.g. DP-T on LIBERO: extra_frozen=('^backbone/pos_emb$',).
   c.freeze = ConfigDict({"extra_frozen": (), "extra_trainable": ()})

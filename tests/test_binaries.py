@@ -59,8 +59,10 @@ def synthetic_demos(path, num_demos=3, length=30, seed=0):
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("stage1") / "run")
+  cache = str(tmp_path_factory.mktemp("xla_cache"))
   cfg = "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug"
-  run_binary("pretrain.py", cfg, f"--workdir={workdir}")
+  run_binary("pretrain.py", cfg, f"--workdir={workdir}", f"--compilation_cache_dir={cache}")
+  assert any(n.startswith("jit_fused_step") for n in os.listdir(cache))   # persistent cache
   return workdir, cfg
 
 

@@ -270,8 +270,7 @@ def test_demo_pairs_and_windows(tmp_path):
   cond, target = demo_pairs.gather_windows(data, 4)
   np.testing.assert_array_equal(cond[6], data.fields["cond"][[5, 5, 5, 6]])
   np.testing.assert_array_equal(target[6], data.fields["target"][[5, 5, 5, 6]])
-  ws = demo_pairs.DemoPairWindowSampler(data, 4)
-  c, t = ws.sample(np.random.default_rng(0), 16)
+  c, t = demo_pairs.gather_windows(data, 4, np.random.default_rng(0).integers(0, len(idx), 16))
   assert c.shape == (16, 4, 8) and t.shape == (16, 4, 10)
   # every sampled window equals the window ending at its last frame (so it lies in one episode)
   ends = [np.flatnonzero((data.fields["target"] == row).all(-1))[0] for row in t[:, -1]]

@@ -129,6 +129,21 @@ def test_resume_continues_exactly(tmp_path):
     np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
 
 
+def test_prefetch_and_async_checkpoints_change_nothing(tmp_path):
+  plain = make_config(steps=6)
+  plain.train.update(prefetch=0, async_checkpoints=False)
+  a = run(tmp_path / "plain", plain)
+  b = run(tmp_path / "fast", make_config(steps=6))        # prefetch 2, async checkpoints
+  fa, fb = partition.flatten(a.state.params), partition.flatten(b.state.params)
+  for k in fa:
+    np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
+  pa, _ = checkpoint.load_inference_params(str(tmp_path / "plain" / "checkpoints"))
+  pb, mb = checkpoint.load_inference_params(str(tmp_path / "fast" / "checkpoints"))
+  assert mb["step"] == 6
+  for k, v in partition.flatten(pa).items():
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(partition.flatten(pb)[k]))
+
+
 def test_stage1_loader_copies_by_path_and_shape_and_names_mismatch(tmp_path):
   src = run(tmp_path / "stage1", make_config(steps=3))
   ckpt_dir = str(tmp_path / "stage1" / "checkpoints")

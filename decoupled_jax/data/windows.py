@@ -13,7 +13,7 @@ never need clamping; for H=10 the last anchors' executed actions are clamped, as
 reference.)
 
 Stage-1 windows (condition and target over the same n frames) are
-`kinematics/demo_pairs.py`'s `DemoPairWindowSampler`.
+`kinematics/demo_pairs.py`'s `gather_windows`.
 
 Batches are built by numpy fancy indexing with precomputed (B, T) gather indices
 `clip(t + offsets, ep_start, ep_end - 1)`; no per-sample Python loop, dtypes preserved

@@ -17,7 +17,7 @@ Output: `EpisodeData(fields={'cond': (N, Dc), 'target': (N, 10)}, episode_ends)`
 Any format `decoupled_jax.data.sources.load_episodes` reads works (`format=`, `key_map=`), e.g.
 LeRobot `observation.joint_position` / `observation.eePose` of the paper's stage-1 datasets.
 
-Windows (`window_indices`, `gather_windows`, `DemoPairWindowSampler`): condition and target cover
+Windows (`window_indices`, `gather_windows`): condition and target cover
 the same n frames t-n+1..t; indices outside the episode are clamped to its first/last frame
 (the one stage-1 window implementation; `data/windows.py` is the stage-2 sampler).
 """
@@ -118,17 +118,3 @@ def gather_windows(data: EpisodeData, horizon: int, end_frames=None):
   idx = window_indices(data.episode_ends, horizon, end_frames)
   return data.fields["cond"][idx], data.fields["target"][idx]
 
-
-class DemoPairWindowSampler:
-  """Uniform random windows over all frames (each frame is the end t of one window):
-  `sample(np_rng, batch_size) -> (cond (B, H, Dc), target (B, H, 10))`."""
-
-  def __init__(self, data: EpisodeData, horizon: int):
-    self.data, self.horizon = data, int(horizon)
-
-  def __len__(self) -> int:
-    return self.data.num_frames
-
-  def sample(self, rng: np.random.Generator, batch_size: int):
-    t = rng.integers(0, self.data.num_frames, size=batch_size)
-    return gather_windows(self.data, self.horizon, t)

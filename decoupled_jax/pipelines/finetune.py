@@ -35,6 +35,7 @@ from decoupled_jax.heads import make_head
 from decoupled_jax.inference import PolicyRunner
 from decoupled_jax.pipelines import common
 from decoupled_jax.training import checkpoint as ckpt_lib
+from decoupled_jax.training import sharding
 from decoupled_jax.training.partition import FreezeRule
 from decoupled_jax.training.policy import ACTION_DIM, policy_from_config
 from decoupled_jax.training.stage import Stage
@@ -202,13 +203,15 @@ def make_stage(config) -> Stage:
 
 
 def _uniform_batches(sampler, batch: int, seed: int):
-  """Windows drawn with replacement; batch k is a function of (seed, k), so a resumed run
-  sees the same data."""
+  """Windows drawn with replacement; global batch k is a function of (seed, k), so a resumed
+  run sees the same data; each process gathers its own rows (`sharding.process_rows`)."""
+  rows = sharding.process_rows(batch)
 
   def host_batches(start):
     step = start
     while True:
-      yield sampler.sample(np.random.default_rng((seed, step)), batch)
+      pos = np.random.default_rng((seed, step)).integers(0, len(sampler), size=batch)
+      yield sampler.get_batch(pos[rows])
       step += 1
 
   return host_batches
@@ -221,13 +224,14 @@ def _epoch_batches(sampler, batch: int, seed: int):
   if per_epoch < 1:
     raise DatasetError(f"{sampler.episodes.source}: {len(sampler)} windows, fewer than one "
                        f"batch of {batch}")
+  rows = sharding.process_rows(batch)
 
   def host_batches(start):
     step = start
     while True:
       epoch, i = divmod(step, per_epoch)
       perm = np.random.default_rng((seed, epoch)).permutation(len(sampler))
-      yield sampler.get_batch(perm[i * batch:(i + 1) * batch])
+      yield sampler.get_batch(perm[i * batch:(i + 1) * batch][rows])
       step += 1
 
   return host_batches

@@ -22,6 +22,7 @@ import time
 import ml_collections
 
 from decoupled_jax.pipelines import common, run
+from decoupled_jax.training import sharding
 from decoupled_jax.training.workdir import WorkdirLock
 
 
@@ -58,9 +59,21 @@ def demos_for_task(config, workdir: str, task: str) -> dict:
     info = json.load(open(path + ".json"))
     if info.get("written", 0) >= d.num_demos:
       return dict(info, reused=True)
-  from decoupled_jax.sim.demos import generate_task
-  return generate_task(task, out_dir, num_demos=int(d.num_demos), num_workers=int(d.num_workers),
-                       images=bool(d.images), seed=int(d.seed), progress=bool(config.progress))
+  info = None
+  if sharding.is_primary():   # one process generates; the others wait for the file
+    from decoupled_jax.sim.demos import generate_task
+    info = generate_task(task, out_dir, num_demos=int(d.num_demos),
+                         num_workers=int(d.num_workers), images=bool(d.images),
+                         seed=int(d.seed), progress=bool(config.progress))
+  _barrier(f"demos_{task}")
+  return info if info is not None else dict(json.load(open(path + ".json")), reused=True)
+
+
+def _barrier(name: str) -> None:
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) -> str:
@@ -151,7 +164,8 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  with WorkdirLock(workdir):
+  import contextlib
+  with WorkdirLock(workdir) if sharding.is_primary() else contextlib.nullcontext():
     return _chain(config, workdir)
 
 
@@ -178,11 +192,12 @@ def _chain(config, workdir: str) -> dict:
   timings["total_s"] = time.time() - t0
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
              "config": common.config_to_dict(config)}
-  common.write_json(os.path.join(workdir, "results.json"), results)
   table = markdown_table(rows, stage1)
-  with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
-    f.write(table)
-  os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
-  plot_results(workdir, rows, os.path.join(workdir, "results.png"))
+  if sharding.is_primary():
+    common.write_json(os.path.join(workdir, "results.json"), results)
+    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
+      f.write(table)
+    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+    plot_results(workdir, rows, os.path.join(workdir, "results.png"))
   results["table"] = table
   return results

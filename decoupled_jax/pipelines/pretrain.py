@@ -32,6 +32,7 @@ from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.heads import make_head
 from decoupled_jax.kinematics import trajectories
 from decoupled_jax.pipelines import common
+from decoupled_jax.training import sharding
 from decoupled_jax.training.policy import ACTION_DIM, make_sample_fn, policy_from_config
 from decoupled_jax.training.stage import Stage
 
@@ -97,16 +98,18 @@ def make_stage(config) -> Stage:
       cond, target = sampler.sample_pure(rng, fk_params, batch)
       return normalise(cond, target)
   else:
-    from decoupled_jax.kinematics.demo_pairs import DemoPairWindowSampler, load_demo_pairs
+    from decoupled_jax.kinematics.demo_pairs import gather_windows, load_demo_pairs
     data = load_demo_pairs(config.data.dataset, signal=signal)
-    demo_sampler = DemoPairWindowSampler(data, horizon)
     cond_dim = data.fields["cond"].shape[-1]
     device_batch_fn = None
 
+    rows = sharding.process_rows(batch)
+
     def host_batches(start):
       step = start
-      while True:   # a batch is a function of (seed, step): resumed runs see the same data
-        cond, target = demo_sampler.sample(np.random.default_rng((config.seed, step)), batch)
+      while True:   # global batch k is a function of (seed, k); this process's rows
+        t = np.random.default_rng((config.seed, step)).integers(0, data.num_frames, size=batch)
+        cond, target = gather_windows(data, horizon, t[rows])
         yield jax.tree.map(np.asarray, normalise(cond, target))
         step += 1
 

@@ -6,12 +6,13 @@ Every training binary calls `run(config, workdir, resume=...)`. The stage is cho
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 from decoupled_jax import config_lib
 from decoupled_jax.pipelines import common, finetune, pretrain
-from decoupled_jax.training import trainer
+from decoupled_jax.training import sharding, trainer
 from decoupled_jax.training.workdir import WorkdirLock
 
 STAGE_BUILDERS = {
@@ -25,12 +26,17 @@ def run(config, workdir: str, *, resume: bool = False, devices=None) -> dict:
   """Trains `config.stage` in `workdir` and writes `summary.json`; returns the summary."""
   config_lib.validate(config, num_devices=None if devices is None else len(devices))
   common.log_devices()
-  with WorkdirLock(workdir):
+  # Process 0 holds the lock, evaluates and writes the summary; every process trains and
+  # takes part in the collective checkpoint saves (docs/pods.md).
+  primary = sharding.is_primary()
+  with WorkdirLock(workdir) if primary else contextlib.nullcontext():
     trainer.check_workdir(workdir, resume)
     stage = STAGE_BUILDERS[config.stage](config)
     result = trainer.train(config, workdir, stage, resume=resume, devices=devices)
-    params = result.state.inference_params(bool(config.ema.enabled))
-    ev = stage.final_evaluate(params, workdir, result.steps) if stage.final_evaluate else {}
+    params = sharding.to_host(result.state.inference_params(bool(config.ema.enabled)))
+    ev = {}
+    if primary and stage.final_evaluate is not None:
+      ev = stage.final_evaluate(params, workdir, result.steps)
     summary = {
         "stage": stage.name, "backbone": config.backbone.name,
         "mode": stage.meta.get("mode"), "task": stage.meta.get("task"),
@@ -41,6 +47,7 @@ def run(config, workdir: str, *, resume: bool = False, devices=None) -> dict:
         "loaded": {k: len(v) for k, v in result.load_report.items() if isinstance(v, list)},
         "checkpoint_dir": os.path.join(os.path.abspath(workdir), "checkpoints"), "eval": ev,
     }
-    common.write_json(os.path.join(workdir, SUMMARY), summary)
+    if primary:
+      common.write_json(os.path.join(workdir, SUMMARY), summary)
   logging.info("%s done: %s", stage.name, os.path.join(workdir, SUMMARY))
   return summary

@@ -61,11 +61,15 @@ def _describe_failure(step_dir: str, item: str, err: BaseException) -> str:
 
 class Checkpointer:
 
-  def __init__(self, directory: str, *, max_to_keep: Optional[int] = 3, read_only: bool = False):
+  def __init__(self, directory: str, *, max_to_keep: Optional[int] = 3, read_only: bool = False,
+               async_save: bool = False):
+    """async_save: `save` returns once the arrays are copied to host memory and the files are
+    written in the background (training continues); `wait`/`close` block until done."""
     self.directory = os.path.abspath(directory)
+    self.async_save = bool(async_save) and not read_only
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            read_only=read_only,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=self.async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def all_steps(self) -> list[int]:
@@ -79,6 +83,10 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         params=ocp.args.StandardSave(params),
         meta=ocp.args.JsonSave(meta)), force=True)
+    if not self.async_save:
+      self.manager.wait_until_finished()
+
+  def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def _newest_intact(self, read: Callable[[int], object], item: str,
@@ -124,9 +132,12 @@ class Checkpointer:
     return restored, state
 
   def restore_params(self, step: Optional[int] = None) -> tuple[dict, dict]:
+    """Inference params onto this process's first device, whatever the devices the run
+    that saved them had (a checkpoint of an 8-device run loads on a laptop)."""
     def read(s):
+      target = _local_target(self.manager.item_metadata(s)["params"])
       out = self.manager.restore(s, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+          params=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
       return dict(out.params), dict(out.meta)
     return self._newest_intact(read, "params", step)[1]
 
@@ -135,7 +146,14 @@ class Checkpointer:
         meta=ocp.args.JsonRestore())).meta), "meta", step)[1]
 
   def close(self):
+    self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _local_target(metadata):
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                      metadata)
 
 
 @contextlib.contextmanager

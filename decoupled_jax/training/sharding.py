@@ -33,6 +33,25 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
                      f"{n} devices of the mesh")
 
 
+def process_rows(global_batch_size: int) -> slice:
+  """The rows of a global batch this process feeds (`config.train.batch_size` is global,
+  whatever the number of hosts): process p holds rows [p*L, (p+1)*L), L = global / P.
+  Host data pipelines draw the *global* batch's indices from (seed, step) and gather only
+  these rows, so every process feeds a distinct slice and the global batch does not depend
+  on the number of processes."""
+  p, n = jax.process_index(), jax.process_count()
+  if global_batch_size % n:
+    raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by the "
+                     f"{n} processes")
+  local = global_batch_size // n
+  return slice(p * local, (p + 1) * local)
+
+
+def is_primary() -> bool:
+  """Process 0 writes summaries, metrics, videos and results and runs evaluations."""
+  return jax.process_index() == 0
+
+
 def shard_batch(batch, mesh: Mesh):
   """Host-local numpy batch (this host's slice) -> global arrays sharded over 'data'."""
   sharding = batch_sharding(mesh)
@@ -41,4 +60,21 @@ def shard_batch(batch, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  """The same value on every device of the mesh. On several processes each process holds
+  an identical host copy (same seed, same checkpoint) and contributes its own devices."""
+  sharding = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+  """Numpy copies of (replicated) arrays, e.g. parameters for a single-process evaluation."""
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

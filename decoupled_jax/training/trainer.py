@@ -24,6 +24,7 @@ from decoupled_jax.training import optimizer as opt_lib
 from decoupled_jax.training import partition
 from decoupled_jax.training import sharding
 from decoupled_jax.training.policy import init_policy
+from decoupled_jax.training.prefetch import Prefetcher
 from decoupled_jax.training.stage import Stage
 from decoupled_jax.training.train_state import create_train_state, make_train_step
 from decoupled_jax.training.workdir import MetricsLog
@@ -97,7 +98,8 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
 
   check_workdir(workdir, resume)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       max_to_keep=int(config.train.max_checkpoints))
+                                       max_to_keep=int(config.train.max_checkpoints),
+                                       async_save=bool(config.train.async_checkpoints))
   latest = checkpointer.latest_step()
   resuming = resume and latest is not None
   state, tx, schedule, report = build_initial_state(config, stage, load_weights=not resuming)
@@ -108,7 +110,7 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
     if os.path.exists(report_path):
       with open(report_path) as f:
         report = json.load(f)
-  else:   # which leaves came from where, for the record (docs/method.md §2.1)
+  elif sharding.is_primary():   # which leaves came from where (docs/method.md §2.1)
     with open(report_path + ".tmp", "w") as f:
       json.dump(dict(report, frozen=sorted(state.frozen)), f, indent=1)
     os.replace(report_path + ".tmp", report_path)
@@ -130,12 +132,21 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
                        donate_argnums=(0,))
 
   base_rng = sharding.replicate(jax.random.fold_in(run_key(config), 2), mesh)
-  metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
-  dropped = metrics_log.truncate_after(start)
-  if dropped:
-    log.info("dropped %d metric rows after the restored step %d", dropped, start)
-  writer = _SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1)
-  batches = stage.host_batches(start) if stage.host_batches is not None else None
+  primary = sharding.is_primary()   # process 0 writes logs and runs evaluations
+  metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl")) if primary else None
+  if primary:
+    dropped = metrics_log.truncate_after(start)
+    if dropped:
+      log.info("dropped %d metric rows after the restored step %d", dropped, start)
+  writer = _SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1,
+                          enabled=primary)
+  batches = None
+  if stage.host_batches is not None:
+    shard = lambda b: sharding.shard_batch(b, mesh)  # noqa: E731
+    if int(config.train.prefetch) > 0:
+      batches = Prefetcher(stage.host_batches(start), shard, int(config.train.prefetch))
+    else:
+      batches = map(shard, stage.host_batches(start))
   num_params, num_trainable = count_params(state.params), count_params(state.ema)
   use_ema = bool(config.ema.enabled)
 
@@ -144,9 +155,10 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
                       dict(stage.meta, stage=stage.name, step=int(state.step)))
 
   end = num_steps if stop_at is None else min(int(stop_at), num_steps)
-  bar = _progress(range(start, end), bool(config.progress),
+  bar = _progress(range(start, end), bool(config.progress) and primary,
                   desc=os.path.basename(workdir.rstrip("/")))
   t_start, compile_time, t_after_first, last_loss = time.time(), 0.0, None, float("nan")
+  data_wait, t_interval = 0.0, time.time()
   log_every, ckpt_every, eval_every = (int(config.train.log_every),
                                        int(config.train.checkpoint_every),
                                        int(config.train.eval_every))
@@ -154,7 +166,10 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
     for step in bar:
       t0 = time.time()
       if batches is not None:
-        state, metrics = jit_step(state, sharding.shard_batch(next(batches), mesh), base_rng)
+        t_wait = time.time()
+        batch = next(batches)
+        data_wait += time.time() - t_wait
+        state, metrics = jit_step(state, batch, base_rng)
       else:
         state, metrics = jit_step(state, base_rng)
       if t_after_first is None:
@@ -164,25 +179,32 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
       if done % log_every == 0 or done == num_steps:
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         m["lr"] = float(schedule(done - 1))
+        if batches is not None:   # fraction of the interval spent waiting for host data
+          m["data_wait_frac"] = data_wait / max(time.time() - t_interval, 1e-9)
+          data_wait, t_interval = 0.0, time.time()
         last_loss = m["loss"]
         if not np.isfinite(last_loss):
           raise FloatingPointError(f"training loss became {last_loss} at step {done} in "
                                    f"{workdir}; the last checkpoint is intact")
         writer.scalars(done, {f"train/{k}": v for k, v in m.items()})
-        metrics_log.write({"step": done, "time": time.time() - t_start, **m})
+        if primary:
+          metrics_log.write({"step": done, "time": time.time() - t_start, **m})
         if hasattr(bar, "set_postfix"):
           bar.set_postfix(loss=f"{m['loss']:.4f}")
-      if stage.evaluate is not None and eval_every and (done % eval_every == 0
-                                                       or done == num_steps):
-        ev = stage.evaluate(state.inference_params(use_ema), done)
+      if primary and stage.evaluate is not None and eval_every and (
+          done % eval_every == 0 or done == num_steps):
+        ev = stage.evaluate(sharding.to_host(state.inference_params(use_ema)), done)
         writer.scalars(done, {f"eval/{k}": v for k, v in ev.items() if np.isscalar(v)})
         metrics_log.write({"step": done, "eval": ev})
       if done % ckpt_every == 0 or done == end:
         save(state)
     jax.block_until_ready(state)
+    checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
       save(state)
   finally:
+    if isinstance(batches, Prefetcher):
+      batches.close()
     checkpointer.close()
     writer.close()
   wall = time.time() - t_start
@@ -196,16 +218,20 @@ class _SummaryWriter:
   """TensorBoard scalars via tensorboardX (no TensorFlow needed). `purge_step` makes
   TensorBoard drop events at or after it from earlier files of a resumed run."""
 
-  def __init__(self, logdir, purge_step=None):
-    from tensorboardX import SummaryWriter
-    self._w = SummaryWriter(logdir, purge_step=purge_step)
+  def __init__(self, logdir, purge_step=None, enabled=True):
+    self._w = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      self._w = SummaryWriter(logdir, purge_step=purge_step)
 
   def scalars(self, step, values):
-    for k, v in values.items():
-      self._w.add_scalar(k, v, step)
+    if self._w is not None:
+      for k, v in values.items():
+        self._w.add_scalar(k, v, step)
 
   def close(self):
-    self._w.close()
+    if self._w is not None:
+      self._w.close()
 
 
 def _progress(it, enabled, desc):
