@@ -20,6 +20,7 @@ import os
 import time
 
 import ml_collections
+import numpy as np
 
 from decoupled_jax.pipelines import common, run
 from decoupled_jax.training import sharding
@@ -112,6 +113,34 @@ def results_rows(stage1: dict, runs: dict) -> list[dict]:
   return rows
 
 
+def seed_summary(rows: list[dict]) -> list[dict]:
+  """Per (task, mode): mean success over seeds, its spread, and the 95 % Wilson interval of
+  all episodes pooled (seeds x episodes)."""
+  from decoupled_jax.sim.evaluator import wilson_interval
+  cells = {}
+  for r in rows:
+    if r["success_rate"] is not None:
+      cells.setdefault((r["task"], r["mode"]), []).append(r)
+  out = []
+  for (task, mode), rs in cells.items():
+    rates = np.array([r["success_rate"] for r in rs])
+    k = int(round(sum(r["success_rate"] * r["episodes"] for r in rs)))
+    n = int(sum(r["episodes"] for r in rs))
+    out.append({"task": task, "mode": mode, "seeds": [r["seed"] for r in rs],
+                "mean": float(rates.mean()), "std": float(rates.std(ddof=1)) if len(rs) > 1
+                else 0.0, "pooled_ci95": list(wilson_interval(k, n)), "episodes": n})
+  return out
+
+
+def summary_markdown(summary: list[dict]) -> str:
+  head = ("| task | mode | seeds | mean success | std over seeds | 95% CI (pooled episodes) | "
+          "episodes |\n|---|---|---|---|---|---|---|\n")
+  return head + "\n".join(
+      f"| {c['task']} | {c['mode']} | {len(c['seeds'])} | {100 * c['mean']:.1f}% | "
+      f"{100 * c['std']:.1f} | {100 * c['pooled_ci95'][0]:.0f}–{100 * c['pooled_ci95'][1]:.0f}% | "
+      f"{c['episodes']} |" for c in summary) + "\n"
+
+
 def markdown_table(rows: list[dict], stage1: dict) -> str:
   head = ("| task | mode | seed | backbone | success | 95% CI | episodes | "
           "trainable / total params | train time | steps/s |\n"
@@ -193,6 +222,9 @@ def _chain(config, workdir: str) -> dict:
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
              "config": common.config_to_dict(config)}
   table = markdown_table(rows, stage1)
+  if len(config.seeds) > 1:
+    results["summary"] = seed_summary(rows)
+    table = summary_markdown(results["summary"]) + "\nPer seed:\n\n" + table
   if sharding.is_primary():
     common.write_json(os.path.join(workdir, "results.json"), results)
     with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
