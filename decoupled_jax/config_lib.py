@@ -130,6 +130,9 @@ def _common(stage: str, arch: str, cond: str, head: str) -> ConfigDict:
   # 'unsafe_rbg': 8x faster dropout masks on XLA:CPU than threefry; 'threefry2x32' gives
   # bits independent of the device partitioning.
   c.rng_impl = "unsafe_rbg"
+  # Forward-pass dtype: 'bfloat16' on accelerators (parameters, optimizer state and the loss
+  # stay float32); 'float32' matches the reference bit for bit.
+  c.compute_dtype = "float32"
   c.progress = True
   c.backbone = backbone_config(arch, cond)
   c.head = head_config(head)
@@ -240,6 +243,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _fail("stage", f"must be one of {STAGES}, got {c.stage!r}")
   if c.rng_impl not in RNG_IMPLS:
     _fail("rng_impl", f"must be one of {RNG_IMPLS}, got {c.rng_impl!r}")
+  if c.compute_dtype not in ("float32", "bfloat16"):
+    _fail("compute_dtype", f"must be 'float32' or 'bfloat16', got {c.compute_dtype!r}")
   name = c.backbone.name
   if name not in backbones.BACKBONES:
     _fail("backbone.name", f"unknown backbone {name!r}; choose one of {ARCHS}")

@@ -84,6 +84,7 @@ def test_two_processes_match_one_for_stage2_and_resume(tmp_path):
   assert len(_losses(two)) == 6
 
 
+@pytest.mark.slow   # ~40 s; stage 1's batch is built on device, so the stage-2 test covers the host path
 def test_two_processes_match_one_for_stage1(tmp_path):
   common = ["--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug",
             "--config.eval.num_windows=0", "--config.train.log_every=1"]

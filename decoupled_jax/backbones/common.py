@@ -16,8 +16,12 @@ POS_EMB_PATTERN = r"^pos_emb$"
 
 
 def broadcast_timesteps(t: jax.Array, batch: int) -> jax.Array:
-  """Scalar or (B,) timesteps -> float32 (B,)."""
-  return jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (batch,))
+  """Scalar or (B,) timesteps -> (B,) floats (float32 unless already floating, e.g. the
+  compute dtype under mixed precision)."""
+  t = jnp.asarray(t)
+  if not jnp.issubdtype(t.dtype, jnp.floating):
+    t = t.astype(jnp.float32)
+  return jnp.broadcast_to(t.reshape(-1), (batch,))
 
 
 def flatten_cond(cond: Optional[jax.Array], batch: int) -> Optional[jax.Array]:

@@ -65,13 +65,14 @@ def center_crop(images, size):
   return images[..., top:top + ch, left:left + cw, :]
 
 
-def images_to_unit_range(images):
-  """uint8 [0, 255] -> float32 [-1, 1] via [0, 1] then 2x - 1; float input is taken as [0, 1]."""
+def images_to_unit_range(images, dtype=jnp.float32):
+  """uint8 [0, 255] -> [-1, 1] via [0, 1] then 2x - 1 (float input is taken as [0, 1]),
+  computed in float32 and returned in `dtype`."""
   if images.dtype == jnp.uint8:
     x = images.astype(jnp.float32) / 255.0
   else:
     x = images.astype(jnp.float32)
-  return x * 2.0 - 1.0
+  return (x * 2.0 - 1.0).astype(dtype)
 
 
 def camera_module_name(key: str) -> str:
@@ -89,6 +90,7 @@ class ObservationEncoder(nn.Module):
   crop_size: int = 76
   feature_dim: int = 64
   num_kp: int = 32
+  compute_dtype: str = "float32"   # the features' dtype (mixed precision, training/policy.py)
 
   def output_dim(self, lowdim_dims: Mapping[str, int]) -> int:
     """Per-step feature size given each low-dim key's trailing size."""
@@ -113,7 +115,7 @@ class ObservationEncoder(nn.Module):
         img = random_crop(img, self.make_rng("crop"), self.crop_size)
       else:
         img = center_crop(img, self.crop_size)
-      x = images_to_unit_range(img)
+      x = images_to_unit_range(img, self.compute_dtype)
       x = x.reshape((-1,) + x.shape[2:])                 # (B*To, h, w, C)
       f = ResNet18SpatialSoftmaxEncoder(num_kp=self.num_kp, feature_dim=self.feature_dim,
                                         name=camera_module_name(k))(x)
@@ -123,5 +125,5 @@ class ObservationEncoder(nn.Module):
       if x.ndim < 3 or x.shape[:2] != lead:
         raise ValueError(f"ObservationEncoder: low-dim '{k}' must be (B, To, D) with "
                          f"(B, To) = {lead}, got {x.shape}")
-      feats.append(x.reshape(lead + (-1,)).astype(jnp.float32))
+      feats.append(x.reshape(lead + (-1,)).astype(self.compute_dtype))
     return jnp.concatenate(feats, axis=-1)

@@ -62,13 +62,16 @@ def sinusoidal_embedding(t: jax.Array, dim: int) -> jax.Array:
   """Sinusoidal embedding of (B,) timesteps -> (B, dim) = [sin(t f), cos(t f)].
 
   f_i = exp(-ln(10000) * i / (half - 1)), i = 0..half-1, half = dim // 2
-  (SinusoidalPosEmb of Diffusion Policy).
+  (SinusoidalPosEmb of Diffusion Policy). Computed in float32, returned in the dtype of a
+  floating `t` (the compute dtype under mixed precision).
   """
   half = dim // 2
   scale = math.log(10000.0) / (half - 1)
   freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
-  args = jnp.asarray(t, jnp.float32)[..., None] * freqs
-  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  t = jnp.asarray(t)
+  out_dtype = t.dtype if jnp.issubdtype(t.dtype, jnp.floating) else jnp.float32
+  args = t.astype(jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1).astype(out_dtype)
 
 
 # ----------------------------------------------------------------------------------------

@@ -15,9 +15,24 @@ import jax.numpy as jnp
 ACTION_DIM = 10   # model actions [pos(3), rot6d(6), gripper(1)] (docs/method.md §6)
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def cast_floating(tree, dtype):
+  """Floating leaves to `dtype` (uint8 images, integer and key leaves untouched)."""
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
+      tree)
+
+
 class Policy(nn.Module):
+  """`compute_dtype`: the dtype of the forward pass (matmuls, convolutions, activations).
+  Parameters, optimizer state, the heads' schedule arithmetic and the loss stay float32:
+  the float32 parameters are cast on the way in and the model output cast back
+  (mixed precision; docs/pods.md). 'float32' leaves everything as is."""
   encoder: nn.Module
   backbone: nn.Module
+  compute_dtype: str = "float32"
 
   def encode(self, obs, *, train: bool = False):
     return self.encoder(obs, train=train)
@@ -39,18 +54,32 @@ def init_policy(policy: Policy, rng, example_obs, action_shape) -> dict:
   return dict(variables["params"])
 
 
+def encode(policy: Policy, params, obs, *, train: bool, rngs=None):
+  """Observation features (B, To, Dc) in the policy's compute dtype."""
+  if policy.compute_dtype != "float32":
+    params, obs = cast_floating(params, policy.compute_dtype), cast_floating(obs, policy.compute_dtype)
+  return policy.apply({"params": params}, obs, train=train, method=Policy.encode,
+                      rngs=rngs or {})
+
+
 def make_denoise_fn(policy: Policy, params, cond, *, train: bool, rng=None) -> Callable:
-  """A head-facing closure x_t, t -> model output. When the head replicates the batch
+  """A head-facing closure x_t, t -> float32 model output. When the head replicates the batch
   (several noise samples per element, replicas adjacent as `jnp.repeat` lays them out), the
   condition is repeated the same way."""
   rngs = {"dropout": rng} if (train and rng is not None) else {}
+  dtype = policy.compute_dtype
+  if dtype != "float32":
+    params = cast_floating(params, dtype)
 
   def denoise_fn(x_t, t):
     c = cond
     if x_t.shape[0] != cond.shape[0]:
       c = jnp.repeat(cond, x_t.shape[0] // cond.shape[0], axis=0)
-    return policy.apply({"params": params}, x_t, t, c, train=train, method=Policy.denoise,
-                        rngs=rngs)
+    if dtype != "float32":
+      x_t, t, c = x_t.astype(dtype), jnp.asarray(t).astype(dtype), c.astype(dtype)
+    out = policy.apply({"params": params}, x_t, t, c, train=train, method=Policy.denoise,
+                       rngs=rngs)
+    return out.astype(jnp.float32)
 
   return denoise_fn
 
@@ -59,7 +88,7 @@ def make_sample_fn(policy: Policy, head: Any, action_shape) -> Callable:
   """Returns sample(params, obs, rng) -> normalised action chunks (B, H, Da); jit it."""
 
   def sample(params, obs, rng):
-    cond = policy.apply({"params": params}, obs, train=False, method=Policy.encode)
+    cond = encode(policy, params, obs, train=False)
     denoise_fn = make_denoise_fn(policy, params, cond, train=False)
     return head.sample(denoise_fn, rng, (cond.shape[0],) + tuple(action_shape))
 
@@ -71,6 +100,7 @@ def policy_from_config(config, image_keys=(), lowdim_keys=()) -> Policy:
   policy is built, for training, evaluation, export and serving alike."""
   from decoupled_jax import backbones
   from decoupled_jax.encoders import ObservationEncoder
-  encoder = ObservationEncoder(image_keys=tuple(image_keys), lowdim_keys=tuple(lowdim_keys))
+  encoder = ObservationEncoder(image_keys=tuple(image_keys), lowdim_keys=tuple(lowdim_keys),
+                               compute_dtype=config.compute_dtype)
   backbone = backbones.make_backbone(config.backbone.name, **dict(config.backbone.kwargs))
-  return Policy(encoder=encoder, backbone=backbone)
+  return Policy(encoder=encoder, backbone=backbone, compute_dtype=config.compute_dtype)

@@ -18,7 +18,7 @@ import optax
 
 from decoupled_jax.training import ema as ema_lib
 from decoupled_jax.training import partition
-from decoupled_jax.training.policy import Policy, make_denoise_fn
+from decoupled_jax.training.policy import Policy, encode, make_denoise_fn
 
 
 @flax.struct.dataclass
@@ -52,8 +52,7 @@ def make_loss_fn(policy: Policy, head: Any) -> Callable:
   def loss_fn(trainable, frozen, batch, rng):
     params = partition.merge(trainable, jax.lax.stop_gradient(frozen))
     crop_rng, dropout_rng, head_rng = jax.random.split(rng, 3)
-    cond = policy.apply({"params": params}, batch["obs"], train=True, method=Policy.encode,
-                        rngs={"crop": crop_rng})
+    cond = encode(policy, params, batch["obs"], train=True, rngs={"crop": crop_rng})
     denoise_fn = make_denoise_fn(policy, params, cond, train=True, rng=dropout_rng)
     return head.loss(denoise_fn, batch["actions"], head_rng)
 
