@@ -159,7 +159,9 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
   c = _common("pretrain", arch, cond, head)
   c.data = ConfigDict()
   c.data.source = source            # 'generated': on-device FK; 'demos': (joint, pose) pairs
-  c.data.dataset = ""               # robomimic HDF5 for source='demos'
+  c.data.dataset = ""               # demonstrations for source='demos'
+  c.data.format = "robomimic"       # robomimic | rlds | lerobot (source='demos')
+  c.data.key_map = ConfigDict()     # policy key -> dataset key (data/sources.py)
   c.data.signal = signal
   c.data.horizon = default_horizon(arch)
   c.data.position_box = default_position_box()   # must equal the stage-2 runs' box
@@ -296,9 +298,11 @@ def _validate_pretrain(c):
     _fail("data.source", f"must be one of {SOURCES}, got {c.data.source!r}")
   if c.data.signal not in SIGNALS:
     _fail("data.signal", f"must be one of {SIGNALS}, got {c.data.signal!r}")
-  if c.data.source == "demos" and not os.path.isfile(c.data.dataset):
-    _fail("data.dataset", f"source='demos' needs a robomimic HDF5 file; "
+  if c.data.source == "demos" and not os.path.exists(c.data.dataset):
+    _fail("data.dataset", f"source='demos' needs a demonstrations file or directory; "
           f"{c.data.dataset!r} does not exist")
+  if c.data.format not in FORMATS:
+    _fail("data.format", f"must be one of {FORMATS}, got {c.data.format!r}")
   from decoupled_jax.kinematics.trajectories import FKWindowConfig
   try:
     FKWindowConfig.from_any(dict(c.data.fk, horizon=c.data.horizon, signal=c.data.signal))

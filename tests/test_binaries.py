@@ -167,3 +167,9 @@ def test_stage2_trains_from_rlds_and_lerobot_with_the_hdf5_losses(tmp_path):
     losses[fmt] = [(r["step"], r["loss"]) for r in rows if "loss" in r]
   assert len(losses["robomimic"]) == 3
   assert losses["rlds"] == losses["robomimic"] and losses["lerobot"] == losses["robomimic"]
+  # Stage 1 from (joint, pose) pairs of the RLDS copy.
+  pcfg = ("--config=" + os.path.join(REPO, "configs/pretrain.py")
+          + f":debug,source=demos,hdf5={copies['rlds']}")
+  run_binary("pretrain.py", pcfg, "--config.data.format=rlds", f"--workdir={tmp_path / 's1'}")
+  s = json.load(open(tmp_path / "s1" / "summary.json"))
+  assert s["stage"] == "pretrain" and s["steps"] == 4

@@ -732,3 +732,22 @@ def test_convert_dataset_binary(generated, tmp_path):
   bad = run(f"--input={REAL_DEMO}", f"--output={tmp_path / 'r'}", "--to=rlds")
   assert bad.returncode == 2 and "DELTA" in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@sim
+def test_train_binary_on_real_demos_refuses_delta_and_trains_on_converted(real_converted, tmp_path):
+  """The delta-action original is refused by experiments/train.py with the conversion command;
+  the converted file trains."""
+  sys.path.insert(0, os.path.dirname(__file__))
+  from test_binaries import REPO, assert_one_line_error, run_binary
+  out, _ = real_converted
+  cfg = "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=normal,debug"
+  proc = run_binary("train.py", cfg, f"--config.data.dataset={REAL_DEMO}",
+                    "--config.eval.num_episodes=0", f"--workdir={tmp_path / 'delta'}",
+                    expect_ok=False)
+  line = assert_one_line_error(proc)
+  assert "delta" in line and "experiments/convert_dataset.py" in line and "--to=absolute" in line
+  run_binary("train.py", cfg, f"--config.data.dataset={out}", "--config.eval.num_episodes=1",
+             f"--workdir={tmp_path / 'abs'}")
+  s = json.load(open(tmp_path / "abs" / "summary.json"))
+  assert s["task"] == "Lift" and s["steps"] == 3 and s["eval"]["num_episodes"] == 1

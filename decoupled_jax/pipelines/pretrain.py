@@ -99,7 +99,8 @@ def make_stage(config) -> Stage:
       return normalise(cond, target)
   else:
     from decoupled_jax.kinematics.demo_pairs import gather_windows, load_demo_pairs
-    data = load_demo_pairs(config.data.dataset, signal=signal)
+    data = load_demo_pairs(config.data.dataset, signal=signal, format=config.data.format,
+                           key_map=config.data.key_map.to_dict())
     cond_dim = data.fields["cond"].shape[-1]
     device_batch_fn = None
 
