@@ -2,34 +2,42 @@ r"""The paper's tables as resumable experiments (docs/results/), sized for a 2-c
 
   python experiments/paper.py --config=configs/paper_tables.py:table=main --workdir=workdirs/tables/main
 
-table=main (paper Table I): normal vs decoupled, DP-MLP, on Lift, Stack, NutAssemblySquare and
-PickPlaceCan, seeds 0 / 42 / 420 (the paper's), 50 test episodes per run. CPU scale, as in
-configs/quickstart.py: DP-MLP narrowed to n_emb 128 x 4 blocks (~0.5 M backbone params; the
-paper: 4.8 M), stage 1 4000 steps x 64 on generated FK data (the paper: 45 k x 256 on demo
-pairs), 100 scripted demos per task (the paper: 1000 MimicGen demos), 3000 stage-2 steps x 64
-with windows drawn with replacement (the paper: 50 shuffled epochs), lr 1e-3, DDIM-10
-sampling at evaluation (the paper: DDPM-100). `full_mlp` selects the paper's DP-MLP size
-and, with `paper_budget`, the paper's step budgets (for accelerators).
+Every table runs the chain of configs/quickstart.py (stage 1 on generated FK data -> scripted
+demos -> stage 2 -> 50 test episodes per run) at CPU scale: DP-MLP narrowed to n_emb 128 x 4
+blocks (~0.5 M backbone params; the paper: 4.8 M), stage 1 4000 steps x 64 (the paper: 45 k x 256
+on demo pairs), 100 scripted demos per task (the paper: 1000 MimicGen demos), 3000 stage-2
+steps x 64 with windows drawn with replacement (the paper: 50 shuffled epochs), lr 1e-3,
+DDIM-10 sampling at evaluation (the paper: DDPM-100). `paper_budget` selects the paper's
+budgets and `full_mlp` the paper's DP-MLP (for accelerators).
+
+Tables (`table=`):
+  main           Table I: normal vs decoupled, DP-MLP, Lift/Stack/NutAssemblySquare/PickPlaceCan,
+                 seeds 0/42/420.
+  backbones      DP-MLP vs DP-C (U-Net narrowed to down_dims 64/128/256 on CPU), normal and
+                 decoupled, Lift and Stack, seeds 0/42.
+  signal         stage-1 signal jp / eepose / none, stage 1 on demonstration pairs (the paper's
+                 source: the Lift demos), and the random-frozen backbone; decoupled (normal as the
+                 reference), Lift and Stack, seeds 0/42.
+  conditioning   the unified transformer's 8 conditioning mechanisms (narrowed: n_emb 128,
+                 4 layers), normal vs decoupled, Lift, seeds 0/42.
+  debug          (with any table) one task, one seed, the debug presets: a smoke test.
+  observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
+                 decoupled, Lift, seeds 0/42 (1500 stage-2 steps, batch 32).
 """
 import os
 
 from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TABLES = ("main",)
+TABLES = ("main", "backbones", "signal", "conditioning", "observations")
 
 
-def get_config(arg=None):
-  a = config_lib.parse_arg(arg, table="main", full_mlp=False, paper_budget=False,
-                           seeds="0+42+420", tasks="Lift+Stack+NutAssemblySquare+PickPlaceCan")
-  if a.table not in TABLES:
-    raise config_lib.ConfigError(f"table={a.table!r}: implemented tables are {TABLES}")
-  c = config_lib.from_file(os.path.join(HERE, "quickstart.py"),
-                           "full_mlp" if a.full_mlp else None)
-  c.table = a.table
-  c.tasks = tuple(t for t in a.tasks.split("+") if t)
-  c.seeds = tuple(int(s) for s in a.seeds.split("+") if s)
-  c.modes = ("normal", "decoupled")
+def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
+  arg = "debug" if a.debug else ("full_mlp" if a.full_mlp else None)
+  c = config_lib.from_file(os.path.join(HERE, "quickstart.py"), arg)
+  c.tasks, c.seeds, c.modes = tuple(tasks), tuple(seeds), tuple(modes)
+  if a.debug:     # smoke-test size: one task, one seed, the debug presets
+    c.tasks, c.seeds = c.tasks[:1], c.seeds[:1]
   if a.paper_budget:
     c.stage1.train.batch_size, c.stage1.train.num_steps = 256, 45_000
     c.stage1.optimizer.learning_rate = 1e-4
@@ -38,3 +46,64 @@ def get_config(arg=None):
     c.stage2.head.sampler, c.stage2.head.num_inference_steps = "ddpm", 100
     c.demos.num_demos = 1000
   return c
+
+
+def _arch(c, arch, kwargs, cond="adaln_zero"):
+  for stage in (c.stage1, c.stage2):
+    stage.backbone = config_lib.backbone_config(arch, cond)
+    stage.backbone.kwargs.update(kwargs)
+    stage.data.horizon = config_lib.default_horizon(arch)
+    stage.optimizer.update({k: v for k, v in config_lib.optimizer_config(
+        arch, stage.stage).items() if k in ("b1", "b2", "weight_decay")})
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, table="main", full_mlp=False, paper_budget=False,
+                           seeds="", tasks="", debug=False)
+  if a.table not in TABLES:
+    raise config_lib.ConfigError(f"table={a.table!r}: one of {TABLES}")
+  seeds = tuple(int(s) for s in a.seeds.split("+") if s)
+  tasks = tuple(t for t in a.tasks.split("+") if t)
+
+  if a.table == "main":   # a single chain, run directly in the workdir
+    c = _chain(a, tasks or ("Lift", "Stack", "NutAssemblySquare", "PickPlaceCan"),
+               seeds or (0, 42, 420))
+    c.table = a.table
+    return c
+
+  t = config_lib.ConfigDict()
+  t.table = a.table
+  t.chains = config_lib.ConfigDict()
+  two_tasks, two_seeds = tasks or ("Lift", "Stack"), seeds or (0, 42)
+  if a.table == "backbones":
+    t.description = "DP-MLP vs DP-C (narrowed U-Net), normal and decoupled"
+    t.chains.dp_mlp = _chain(a, two_tasks, two_seeds)
+    t.chains.dp_c = _chain(a, two_tasks, two_seeds)
+    _arch(t.chains.dp_c, "dp_c", config_lib.debug_backbone_kwargs("dp_c") if a.debug else
+          {"down_dims": (64, 128, 256), "diffusion_step_embed_dim": 64})
+  elif a.table == "signal":
+    t.description = "what stage 1 is trained on: jp / eepose / none, demo pairs, random frozen"
+    t.chains.jp = _chain(a, two_tasks, two_seeds)
+    for signal in ("eepose", "none"):
+      t.chains[signal] = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
+      t.chains[signal].stage1.data.signal = signal
+    t.chains.demo_pairs = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
+    t.chains.demo_pairs.stage1.data.source = "demos"   # the first task's demonstrations
+    t.chains.random_frozen = _chain(a, two_tasks, two_seeds, modes=("random_frozen",))
+  elif a.table == "conditioning":
+    t.description = "unified transformer, 8 conditioning mechanisms, normal vs decoupled"
+    for cond in config_lib.CONDITIONINGS:
+      t.chains[cond] = _chain(a, tasks or ("Lift",), two_seeds)
+      _arch(t.chains[cond], "unified", config_lib.debug_backbone_kwargs("unified") if a.debug
+            else {"n_emb": 128, "n_layer": 4}, cond)
+  else:
+    t.description = "image observations (two 84x84 cameras, ResNet-18/GN), normal vs decoupled"
+    c = _chain(a, tasks or ("Lift",), two_seeds)
+    c.demos.images = True
+    c.stage2.data.image_keys = config_lib.IMAGE_KEYS
+    c.stage2.data.lowdim_keys = config_lib.IMAGE_LOWDIM_KEYS
+    if not a.debug:
+      c.stage2.train.num_steps, c.stage2.train.batch_size = 1500, 32
+      c.stage2.eval.num_workers = 1
+    t.chains.images = c
+  return t

@@ -19,9 +19,10 @@ from decoupled_jax.training.policy import encode, init_policy, make_denoise_fn, 
 from decoupled_jax.training.stage import Stage
 from decoupled_jax.training.train_state import make_train_step
 
-# DP-C and DP-T-FiLM behind the `slow` marker to keep the default suite short.
-ARCHS = ["dp_mlp", "dp_t", "unified",
+# DP-C, DP-T and DP-T-FiLM behind the `slow` marker to keep the default suite short.
+ARCHS = ["dp_mlp", "unified",
          pytest.param("dp_c", marks=pytest.mark.slow),
+         pytest.param("dp_t", marks=pytest.mark.slow),
          pytest.param("dp_t_film", marks=pytest.mark.slow)]
 
 

@@ -77,3 +77,17 @@ def test_evaluate_binary_on_a_stage2_checkpoint(chain, tmp_path):
   ev = json.load(open(tmp_path / "eval.json"))
   assert ev["num_episodes"] == 2 and ev["max_steps"] == 16 and len(ev["episodes"]) == 2
   assert ev["videos"] and os.path.exists(ev["videos"][0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("table", ["signal", "backbones", "conditioning", "observations"])
+def test_paper_tables_debug(table, tmp_path):
+  """Every table of configs/paper_tables.py runs end to end at smoke-test size."""
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "paper.py"),
+                         "--config=" + os.path.join(REPO, "configs/paper_tables.py")
+                         + f":table={table},debug", f"--workdir={tmp_path}"],
+                        capture_output=True, text=True, timeout=3000)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.load(open(tmp_path / "results.json"))
+  assert res["table_name"] == table and res["summary"]
+  assert os.path.exists(tmp_path / "results.md")

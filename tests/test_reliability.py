@@ -30,7 +30,7 @@ from test_binaries import REPO, assert_one_line_error, run_binary, synthetic_dem
 from test_training_core import make_config, run  # noqa: E402
 
 PRETRAIN = "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug"
-LONG = ["--config.train.num_steps=200", "--config.train.checkpoint_every=20",
+LONG = ["--config.train.num_steps=120", "--config.train.checkpoint_every=20",
         "--config.train.log_every=1", "--config.train.max_checkpoints=3",
         "--config.eval.num_windows=0"]
 
@@ -68,12 +68,12 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
   assert proc.poll() is None, "the run finished before it could be killed"
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  assert not os.path.exists(os.path.join(ckpt, "200"))
+  assert not os.path.exists(os.path.join(ckpt, "120"))
   run_binary("pretrain.py", PRETRAIN, f"--workdir={killed}", *LONG, "--resume")
   a, b = _losses(straight), _losses(killed)
-  assert [s for s, _ in b] == list(range(1, 201))          # no duplicated or missing rows
+  assert [s for s, _ in b] == list(range(1, 121))          # no duplicated or missing rows
   assert a == b                                            # bitwise equal losses
-  sa, sb = _state_leaves(os.path.join(straight, "checkpoints"), 200), _state_leaves(ckpt, 200)
+  sa, sb = _state_leaves(os.path.join(straight, "checkpoints"), 120), _state_leaves(ckpt, 120)
   assert sa.keys() == sb.keys() and len(sa) > 50
   for k in sa:
     np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)

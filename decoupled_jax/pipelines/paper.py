@@ -47,14 +47,14 @@ def run_stage1(config, workdir: str) -> dict:
   return run.run(c, run_dir, resume=_resume_flag(run_dir))
 
 
-def demos_for_task(config, workdir: str, task: str) -> dict:
+def demos_for_task(config, out_dir: str, task: str) -> dict:
+  """`config.demos.dataset_dir/<Task>.hdf5` if set, else generated (once) into `out_dir`."""
   d = config.demos
   if d.dataset_dir:
     path = os.path.join(d.dataset_dir, f"{task}.hdf5")
     if not os.path.exists(path):
       raise FileNotFoundError(f"config.demos.dataset_dir={d.dataset_dir} has no {task}.hdf5")
     return {"task": task, "output": path, "reused": True}
-  out_dir = os.path.join(workdir, "demos")
   path = os.path.join(out_dir, f"{task}.hdf5")
   if _done(path) and _done(path + ".json"):
     info = json.load(open(path + ".json"))
@@ -108,6 +108,7 @@ def results_rows(stage1: dict, runs: dict) -> list[dict]:
         "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
         "stage1_wall_time_s": stage1["train_wall_time_s"] if mode == "decoupled" else None,
         "stage1_steps_per_s": stage1["steps_per_s"] if mode == "decoupled" else None,
+        "stage1_eval": stage1.get("eval") if mode == "decoupled" else None,
         "run_dir": s["run_dir"],
     })
   return rows
@@ -154,7 +155,11 @@ def markdown_table(rows: list[dict], stage1: dict) -> str:
         f"{'n/a' if sr is None else f'{100 * sr:.0f}%'} | {100 * ci[0]:.0f}–{100 * ci[1]:.0f}% | "
         f"{r['episodes']} | {r['trainable_params']:,} / {r['total_params']:,} | "
         f"{r['train_wall_time_s']:.0f} s | {r['steps_per_s']:.1f} |")
+  if stage1 is None:
+    return head + "\n".join(lines) + "\n"
   ev = stage1["eval"]
+  if not ev:
+    return head + "\n".join(lines) + "\n"
   foot = (f"\nStage 1 (shared by every decoupled run): {stage1['steps']} steps in "
           f"{stage1['train_wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out FK "
           f"trajectories: position error {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
@@ -193,22 +198,62 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
+  """One chain (`config.stage1`, `config.stage2`, tasks x seeds x modes), or a table of
+  chains (`config.chains`: name -> chain config, each run in `workdir/<name>` with the
+  demonstrations shared in `workdir/demos`)."""
   import contextlib
   with WorkdirLock(workdir) if sharding.is_primary() else contextlib.nullcontext():
-    return _chain(config, workdir)
+    if "chains" not in config:
+      return _chain(config, workdir)
+    return _table(config, workdir)
 
 
-def _chain(config, workdir: str) -> dict:
+def _table(config, workdir: str) -> dict:
+  rows, chains, parts = [], {}, []
+  for name, chain in config.chains.items():
+    demos_dir = os.path.join(workdir, "demos_images" if chain.demos.images else "demos")
+    res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir)
+    chains[name] = {"stage1": res["stage1"], "demos": res["demos"]}
+    rows += [dict(r, chain=name) for r in res["rows"]]
+    parts.append(f"### {name}\n\n{res['table']}")
+  summary = []
+  for name in config.chains:
+    summary += [dict(c, chain=name) for c in seed_summary([r for r in rows if r["chain"] == name])]
+  head = ("| chain | task | mode | seeds | mean success | std over seeds | 95% CI (pooled) | "
+          "episodes |\n|---|---|---|---|---|---|---|---|\n")
+  table = (f"# {config.table}: {config.description}\n\n" + head + "\n".join(
+      f"| {c['chain']} | {c['task']} | {c['mode']} | {len(c['seeds'])} | {100 * c['mean']:.1f}% "
+      f"| {100 * c['std']:.1f} | {100 * c['pooled_ci95'][0]:.0f}–{100 * c['pooled_ci95'][1]:.0f}% "
+      f"| {c['episodes']} |" for c in summary) + "\n\n" + "\n".join(parts))
+  results = {"table_name": config.table, "rows": rows, "summary": summary, "chains": chains,
+             "config": common.config_to_dict(config), "table": table}
+  if sharding.is_primary():
+    common.write_json(os.path.join(workdir, "results.json"), results)
+    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
+      f.write(table)
+    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+  return results
+
+
+def _chain(config, workdir: str, demos_dir: str | None = None) -> dict:
   t0 = time.time()
   timings = {}
-  stage1 = run_stage1(config, workdir)
-  timings["stage1_s"] = time.time() - t0
-  stage1_ckpt = stage1["checkpoint_dir"]
+  demos_dir = demos_dir or os.path.join(workdir, "demos")
   runs, demos = {}, {}
   for task in config.tasks:
     t = time.time()
-    demos[task] = demos_for_task(config, workdir, task)
+    demos[task] = demos_for_task(config, demos_dir, task)
     timings[f"demos_{task}_s"] = time.time() - t
+  stage1, stage1_ckpt = None, ""
+  if "decoupled" in config.modes:   # the only mode that loads stage 1
+    t = time.time()
+    if config.stage1.data.source == "demos" and not config.stage1.data.dataset:
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.stage1.data.dataset = demos[config.tasks[0]]["output"]
+    stage1 = run_stage1(config, workdir)
+    timings["stage1_s"] = time.time() - t
+    stage1_ckpt = stage1["checkpoint_dir"]
+  for task in config.tasks:
     for seed in config.seeds:
       for mode in config.modes:
         t = time.time()
