@@ -185,6 +185,9 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   c.data.format = "robomimic"       # robomimic | rlds | lerobot
   c.data.key_map = ConfigDict()     # policy key -> dataset key, e.g. agentview_image=agentview_rgb
   c.data.filter_key = ""            # robomimic mask (e.g. 'train'); '' = every demo
+  # Read image frames from the HDF5 file on demand instead of loading them (datasets larger
+  # than RAM; data/lazy.py). Low-dim fields are always in memory.
+  c.data.lazy_images = False
   c.data.task = ""                  # '' = the dataset's env_args env_name
   if obs == "image":
     c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, IMAGE_LOWDIM_KEYS

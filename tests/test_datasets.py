@@ -751,3 +751,34 @@ def test_train_binary_on_real_demos_refuses_delta_and_trains_on_converted(real_c
              f"--workdir={tmp_path / 'abs'}")
   s = json.load(open(tmp_path / "abs" / "summary.json"))
   assert s["task"] == "Lift" and s["steps"] == 3 and s["eval"]["num_episodes"] == 1
+
+
+def test_lazy_images_give_the_same_windows_as_loaded_ones(tmp_path):
+  """config.data.lazy_images: frames read from the HDF5 file on demand (datasets larger than
+  RAM) give exactly the windows of the in-memory path, also through a pickle (env workers)."""
+  import pickle
+  from decoupled_jax.data.lazy import LazyFrames
+  from decoupled_jax.data.windows import WindowSampler, prepare_policy_dataset
+  rng = np.random.default_rng(0)
+  demos = []
+  for t in (9, 14, 6):
+    demos.append({"actions": np.concatenate([rng.normal(size=(t, 6)), np.ones((t, 1))], -1),
+                  "obs": {"agentview_image": rng.integers(0, 255, (t, 12, 12, 3), dtype=np.uint8),
+                          "robot0_eef_pos": rng.normal(size=(t, 3))}})
+  path = str(tmp_path / "img.hdf5")
+  rh.write_robomimic_hdf5(path, demos, {"env_name": "Lift", "type": 1, "env_kwargs": {}})
+  keys = ("agentview_image", "robot0_eef_pos")
+  eager = sources.load_episodes(path, keys)
+  lazy = sources.load_episodes(path, keys, lazy_images=True)
+  assert isinstance(lazy.fields["agentview_image"], LazyFrames)
+  assert lazy.fields["agentview_image"].shape == eager.fields["agentview_image"].shape
+  samplers = [WindowSampler(prepare_policy_dataset(e, keys), n_obs_steps=2, horizon=4,
+                            n_action_steps=2, obs_keys=keys) for e in (eager, lazy)]
+  pos = rng.integers(0, len(samplers[0]), 64)
+  a, b = (s.get_batch(pos) for s in samplers)
+  np.testing.assert_array_equal(a["obs"]["agentview_image"], b["obs"]["agentview_image"])
+  np.testing.assert_array_equal(a["actions"], b["actions"])
+  frames = pickle.loads(pickle.dumps(lazy.fields["agentview_image"]))
+  np.testing.assert_array_equal(frames[[3, 0, 3, 28]], eager.fields["agentview_image"][[3, 0, 3, 28]])
+  with pytest.raises(IndexError):
+    frames[[29]]

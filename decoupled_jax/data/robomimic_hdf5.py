@@ -459,13 +459,15 @@ def _resolve(g: h5py.Group, spec: str, is_action: bool) -> str | None:
 def read_demos(path: str, specs: Mapping[str, str], *, filter_key: str | None = None,
                image_fields: Sequence[str] = (), action_field: str | None = "actions",
                action_convention: str | None = None,
-               demos: Sequence[str] | None = None) -> EpisodeData:
+               demos: Sequence[str] | None = None, lazy_images: bool = False) -> EpisodeData:
   """Read `specs` (output field -> dataset path in each demo group, see `_resolve`) of every
   demo into `EpisodeData`.
 
   `action_field` names the output field holding the env actions (checked finite and 2-D; it
   defines each demo's length); `image_fields` are checked (T, H, W, 3) uint8; other fields
   become float32 (1-D -> (T, 1)). `action_convention` as in `check_action_convention`.
+  `lazy_images`: image fields become `data.lazy.LazyFrames` read from the file on demand
+  (datasets larger than RAM); their shape and dtype are still checked here.
   attrs: env_args, demo_names, total, action_convention.
   """
   path = str(path)
@@ -498,6 +500,19 @@ def read_demos(path: str, specs: Mapping[str, str], *, filter_key: str | None = 
                   f"{conversion_command(path)}" if obs is None and "states" in g else "")
           shown = spec[4:] if spec.startswith("obs/") else spec
           raise DatasetError(f"{where}/obs: missing key '{shown}' (available: {avail}){hint}")
+        if lazy_images and k in image_fields:
+          ds = g[rel]
+          if len(ds.shape) != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+            raise DatasetError(f"{where}/{rel}: expected uint8 images (T, H, W, 3), got "
+                               f"{ds.dtype} {ds.shape}")
+          if t is not None and ds.shape[0] != t:
+            raise DatasetError(f"{where}/{rel}: mismatched lengths: {ds.shape[0]} frames vs "
+                               f"{t} actions")
+          if chunks[k] and chunks[k][0][1] != ds.shape[1:]:
+            raise DatasetError(f"{where}/{rel}: shape {ds.shape[1:]} per frame differs from "
+                               f"data/{names[0]}'s {chunks[k][0][1]} (wrong image shape)")
+          chunks[k].append((ds.name, ds.shape[1:], ds.shape[0]))
+          continue
         v = np.asarray(g[rel][()])
         if k == action_field:
           if v.ndim != 2 or v.shape[0] == 0:
@@ -528,7 +543,13 @@ def read_demos(path: str, specs: Mapping[str, str], *, filter_key: str | None = 
         raise DatasetError(f"{where}: empty demo (no frames)")
       lengths.append(t)
     total = int(f["data"].attrs.get("total", sum(lengths)))
-  fields = {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
+  fields = {}
+  for k, v in chunks.items():
+    if lazy_images and k in image_fields:
+      from decoupled_jax.data.lazy import LazyFrames
+      fields[k] = LazyFrames(path, [c[0] for c in v], [c[2] for c in v], v[0][1])
+    else:
+      fields[k] = np.concatenate(v, axis=0)
   return EpisodeData(fields, np.cumsum(lengths), source=path,
                      attrs={"env_args": env_args, "demo_names": names, "total": total,
                             "action_convention": conv})

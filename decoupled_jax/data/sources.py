@@ -128,12 +128,15 @@ def resolve_keys(fmt: str, keys: Sequence[str], key_map=None) -> dict[str, KeySp
 
 def load_episodes(path: str, obs_keys: Sequence[str], *, format: str = "robomimic",  # noqa: A002
                   key_map: Mapping[str, str] | None = None, filter_key: str | None = None,
-                  load_images: bool = True, action_convention: str | None = None) -> EpisodeData:
+                  load_images: bool = True, action_convention: str | None = None,
+                  lazy_images: bool = False) -> EpisodeData:
   """Load episodes of `path` (any of FORMATS) as `EpisodeData` keyed by policy keys.
 
   `filter_key`: robomimic mask name; for RLDS a recorded filter key or a split name; for
   LeRobot a recorded filter key (meta/info.json 'splits'). `load_images=False` skips image
-  keys. See the module docstring for `key_map` and `action_convention`.
+  keys. `lazy_images` (robomimic HDF5 only) reads image frames from the file on demand
+  (`data/lazy.py`) instead of loading them. See the module docstring for `key_map` and
+  `action_convention`.
   """
   fmt = str(format or "robomimic")
   if fmt not in FORMATS:
@@ -148,7 +151,12 @@ def load_episodes(path: str, obs_keys: Sequence[str], *, format: str = "robomimi
     from decoupled_jax.data import robomimic_hdf5
     raw = robomimic_hdf5.read_demos(path, {b: b for b in bases}, filter_key=filter_key,
                                     image_fields=image_bases, action_field=action_base,
-                                    action_convention=action_convention)
+                                    action_convention=action_convention,
+                                    lazy_images=lazy_images)
+  elif lazy_images and image_bases:
+    raise DatasetError(f"{path}: reading images on demand (config.data.lazy_images) is "
+                       f"supported for robomimic HDF5 files; convert with "
+                       f"experiments/convert_dataset.py or load the images into memory")
   elif fmt == "rlds":
     from decoupled_jax.data import rlds
     raw = rlds.read_rlds(path, bases, filter_key=filter_key, image_fields=image_bases,

@@ -95,7 +95,7 @@ def load_task_episodes(config):
   d = config.data
   obs_keys = tuple(d.image_keys) + tuple(d.lowdim_keys)
   raw = load_episodes(d.dataset, obs_keys, format=d.format, key_map=d.key_map.to_dict(),
-                      filter_key=d.filter_key or None)
+                      filter_key=d.filter_key or None, lazy_images=bool(d.lazy_images))
   names = raw.attrs.get("demo_names") or ["episode 0"]
   act = raw.fields["actions"]
   if act.ndim != 2 or act.shape[-1] != 7:
