@@ -8,7 +8,8 @@ Prints a table and writes JSON:
     10 for the transformers), compile time separately; timed with jax.block_until_ready after
     one warm-up step;
   * sampling latency for one observation: DDPM-100, DDIM-10, flow-10;
-  * window-loader throughput (low-dim and 84x84 image windows) vs what the train step consumes;
+  * window-loader throughput (low-dim and 84x84 two-camera image windows) and the fraction of
+    a DP-MLP train step spent waiting for them through the prefetch thread (target: ~0);
   * with --torch_reference=PYTHON (an interpreter with torch + einops), the paper's own PyTorch
     heads timed by the project's torch_reference_bench.py tool in the same job, and the ratios.
     Machines differ: only ratios measured side by side mean anything (docs/performance.md).
@@ -186,8 +187,43 @@ def bench_loader(batch):
     for i in range(reps):
       sampler.sample(np.random.default_rng(i), batch)
     dt = (time.perf_counter() - t0) / reps
-    out[name] = {"batch": batch, "batch_ms": 1000 * dt, "batches_per_s": 1 / dt}
+    out[name] = {"batch": batch, "batch_ms": 1000 * dt, "batches_per_s": 1 / dt,
+                 "data_wait_frac": data_wait_fraction(sampler, keys, batch)}
   return out
+
+
+def data_wait_fraction(sampler, keys, batch):
+  """The fraction of a DP-MLP train step's wall time the loop waits for host batches when
+  they come through the trainer's prefetch thread (`training/prefetch.py`)."""
+  from decoupled_jax.pipelines.finetune import _uniform_batches
+  from decoupled_jax.training import sharding
+  from decoupled_jax.training.prefetch import Prefetcher
+  image_keys = tuple(k for k in keys if k.endswith("_image"))
+  cfg = config_lib.finetune_config("normal", "dp_mlp")
+  cfg.train.num_steps = 1000
+  policy = policy_from_config(cfg, image_keys, tuple(k for k in keys if k not in image_keys))
+  expert = expert_interface(policy.backbone)
+  example = sampler.sample(np.random.default_rng(0), 1)["obs"]
+  stage = Stage(name="finetune", policy=policy, head=make_head(cfg.head), example_obs=example,
+                action_shape=(16, 10), meta={}, freeze=FreezeRule("none"),
+                no_weight_decay=expert.no_weight_decay_patterns,
+                host_batches=_uniform_batches(sampler, batch, 0))
+  state, tx, _, _ = trainer.build_initial_state(cfg, stage)
+  mesh = sharding.make_mesh()
+  step = jax.jit(make_train_step(policy, stage.head, tx), donate_argnums=(0,))
+  batches = Prefetcher(stage.host_batches(0), lambda b: sharding.shard_batch(b, mesh), 2)
+  key = jax.random.PRNGKey(0)
+  state, _ = step(state, next(batches), key)          # compile
+  jax.block_until_ready(state)
+  wait, t0 = 0.0, time.perf_counter()
+  for _ in range(FLAGS.steps):
+    tw = time.perf_counter()
+    b = next(batches)
+    wait += time.perf_counter() - tw
+    state, _ = step(state, b, key)
+  jax.block_until_ready(state)
+  batches.close()
+  return wait / (time.perf_counter() - t0)
 
 
 REFERENCE = {}
@@ -235,7 +271,8 @@ def main(argv):
     results["loader"] = bench_loader(FLAGS.batch)
     fastest = max(r["steps_per_s"] for r in results["train"])
     print("loader (B=%d): " % FLAGS.batch + ", ".join(
-        f"{k} {v['batches_per_s']:.0f} batches/s" for k, v in results["loader"].items())
+        f"{k} {v['batches_per_s']:.0f} batches/s (train loop waits {100 * v['data_wait_frac']:.1f} % "
+        f"of the time)" for k, v in results["loader"].items())
           + f"; the fastest train step consumes {fastest:.1f} batches/s")
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, "w") as f:
