@@ -147,7 +147,37 @@ class InMemoryStage1:
                          reinit_patterns=self.reinit_patterns)
 
 
+# The train-step test runs every backbone family; four global-vector variants of the unified
+# transformer (same code path as adaln_zero) are behind the `slow` marker. Their load
+# reports are checked without training by the shape-only test below.
+SLOW_DYNAMIC = {("unified", ("adaln",)), ("unified", ("ada_rms_norm",)), ("unified", ("film",)),
+                ("unified", ("additive",))}
+
+
 @pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: "-".join((k[0],) + k[1]))
+def test_stage1_load_report_per_backbone(key):
+  """Which leaves are copied from stage 1 and which keep their fresh init (§2.1), shapes only."""
+  name, cond = key
+  backbone = _backbone(name, cond, **SMALL[name])
+  expert = expert_interface(backbone)
+  horizon = 16 if name in ("dp_c", "dp_mlp") else 10
+  stage2 = _shapes(Policy(ObservationEncoder(lowdim_keys=("state",)), backbone),
+                   {"state": jax.ShapeDtypeStruct((2, 2, 9), jnp.float32)}, horizon)
+  stage1 = _shapes(Policy(ObservationEncoder(lowdim_keys=("state",)), backbone),
+                   {"state": jax.ShapeDtypeStruct((2, horizon, 8), jnp.float32)}, horizon)
+  _, report = copy_backbone(stage2, stage1, conditioning_patterns=expert.conditioning_patterns,
+                            reinit_patterns=expert.reinit_on_load_patterns)
+  variant = _variant(key)
+  pattern = SHAPE_DEPENDENT[variant] + ("|" + REINIT[variant] if variant in REINIT else "")
+  bb_paths = [p for p in partition.flatten(stage2) if p.startswith("backbone/")]
+  assert set(report["fresh"]) == {p for p in bb_paths
+                                  if re.search(pattern, p[len("backbone/"):])}
+  assert set(report["copied"]) == set(bb_paths) - set(report["fresh"])
+
+
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_DYNAMIC
+                                 else k for k in EXPECTED],
+                         ids=lambda k: "-".join((k[0],) + k[1]))
 def test_stage2_steps_freeze_backbone_and_train_conditioning(key):
   """The real train step, weight decay off: frozen leaves stay bitwise equal, every
   conditioning leaf has a non-zero gradient (through the frozen backbone's activations, which

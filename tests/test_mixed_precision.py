@@ -69,7 +69,8 @@ def test_bf16_forward_matches_fp32_and_uses_bf16_matmuls(arch):
   assert np.abs(outs["bfloat16"] - outs["float32"]).max() <= 0.03 * scale
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ["dp_mlp"] + [pytest.param(a, marks=pytest.mark.slow) for a in
+                                                ("unified", "dp_c", "dp_t", "dp_t_film")])
 def test_bf16_stage2_train_step(arch):
   cfg, policy = _policy(arch, "bfloat16")
   horizon = config_lib.default_horizon(arch)

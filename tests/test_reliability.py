@@ -30,7 +30,7 @@ from test_binaries import REPO, assert_one_line_error, run_binary, synthetic_dem
 from test_training_core import make_config, run  # noqa: E402
 
 PRETRAIN = "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug"
-LONG = ["--config.train.num_steps=120", "--config.train.checkpoint_every=20",
+LONG = ["--config.train.num_steps=80", "--config.train.checkpoint_every=10",
         "--config.train.log_every=1", "--config.train.max_checkpoints=3",
         "--config.eval.num_windows=0"]
 
@@ -62,18 +62,18 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
   deadline = time.time() + 300
   while time.time() < deadline:
     steps = [int(n) for n in os.listdir(ckpt) if n.isdigit()] if os.path.isdir(ckpt) else []
-    if steps and max(steps) >= 40:
+    if steps and max(steps) >= 20:
       break
     time.sleep(0.02)
   assert proc.poll() is None, "the run finished before it could be killed"
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  assert not os.path.exists(os.path.join(ckpt, "120"))
+  assert not os.path.exists(os.path.join(ckpt, "80"))
   run_binary("pretrain.py", PRETRAIN, f"--workdir={killed}", *LONG, "--resume")
   a, b = _losses(straight), _losses(killed)
-  assert [s for s, _ in b] == list(range(1, 121))          # no duplicated or missing rows
+  assert [s for s, _ in b] == list(range(1, 81))          # no duplicated or missing rows
   assert a == b                                            # bitwise equal losses
-  sa, sb = _state_leaves(os.path.join(straight, "checkpoints"), 120), _state_leaves(ckpt, 120)
+  sa, sb = _state_leaves(os.path.join(straight, "checkpoints"), 80), _state_leaves(ckpt, 80)
   assert sa.keys() == sb.keys() and len(sa) > 50
   for k in sa:
     np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
