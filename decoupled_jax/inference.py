@@ -134,10 +134,17 @@ class PolicyRunner:
     return rotation.model_action_to_env(chunk.astype(np.float64))
 
 
+# Stages whose checkpoints are observation -> action policies (stage 1 is not one).
+POLICY_STAGES = ("finetune", "libero_finetune")
+# Meta entries a runner passes on to clients (the server's metadata).
+CLIENT_META = ("task", "mode", "backbone", "step", "max_steps", "suite", "language",
+               "action_layout")
+
+
 def runner_from_meta(params, meta: dict, *, batch_size: int = 1, seed: int = 0,
                      head_overrides: Optional[dict] = None) -> PolicyRunner:
   """A runner from inference params and a stage-2 checkpoint's meta."""
-  if meta.get("stage") != "finetune":
+  if meta.get("stage") not in POLICY_STAGES:
     raise CheckpointError(f"this is a {meta.get('stage')!r} checkpoint (stage 1 predicts "
                      f"end-effector trajectories from joint windows, not actions from "
                      f"observations); load a stage-2 (experiments/train.py) checkpoint")
@@ -152,15 +159,15 @@ def runner_from_meta(params, meta: dict, *, batch_size: int = 1, seed: int = 0,
                       obs_dtypes={k: meta["obs_dtypes"][k] for k in keys},
                       horizon=meta["horizon"], n_obs_steps=meta["n_obs_steps"],
                       n_action_steps=meta["n_action_steps"], batch_size=batch_size, seed=seed,
-                      metadata={k: meta[k] for k in ("task", "mode", "backbone", "step",
-                                                     "max_steps") if k in meta})
+                      metadata={k: meta[k] for k in CLIENT_META
+                                if meta.get(k) is not None})
 
 
 def load_policy(checkpoint_dir: str, *, step: Optional[int] = None, batch_size: int = 1,
                 seed: int = 0, head_overrides: Optional[dict] = None):
   """(runner, meta) from a stage-2 run's checkpoint directory (newest intact step)."""
   meta = ckpt_lib.load_meta(checkpoint_dir, step)
-  if meta.get("stage") != "finetune":   # refuse before reading any weights
+  if meta.get("stage") not in POLICY_STAGES:   # refuse before reading any weights
     runner_from_meta({}, meta)
   params, meta = ckpt_lib.load_inference_params(checkpoint_dir, meta["step"])
   return runner_from_meta(params, meta, batch_size=batch_size, seed=seed,

@@ -55,16 +55,18 @@ def policy_normalizer(episodes, lowdim_keys, box) -> LimitsNormalizer:
   return LimitsNormalizer.fit(episodes, fields, overrides=overrides)
 
 
-def check_stage1_checkpoint(config, norm: LimitsNormalizer) -> dict:
-  """A decoupled run needs a *stage-1* checkpoint of the same expert, head and action scale;
-  anything else would silently invalidate the comparison. Returns its meta."""
+def check_stage1_checkpoint(config, norm: LimitsNormalizer,
+                            stage1_names: tuple = ("pretrain",)) -> dict:
+  """A decoupled run needs a *stage-1* checkpoint (a stage in `stage1_names`) of the same
+  expert, head and action scale; anything else would silently invalidate the comparison.
+  Returns its meta."""
   path = config.stage1_checkpoint
   try:
     meta = ckpt_lib.load_meta(path)
   except CheckpointError as e:
     raise CheckpointError(f"config.stage1_checkpoint: {e}") from None
   where = f"config.stage1_checkpoint={path}"
-  if meta.get("stage") != "pretrain":
+  if meta.get("stage") not in stage1_names:
     raise CheckpointError(
         f"{where} is a {meta.get('stage')!r} checkpoint (mode {meta.get('mode')!r}, task "
         f"{meta.get('task')!r}), not a stage-1 one: its backbone already saw a task, so a "
@@ -113,12 +115,59 @@ def load_task_episodes(config):
 
 
 def make_stage(config) -> Stage:
+  """Stage 2 on a robosuite task's demonstrations, evaluated closed loop in robosuite."""
+  d = config.data
+  image_keys, lowdim_keys = tuple(d.image_keys), tuple(d.lowdim_keys)
+  raw, task = load_task_episodes(config)
+  episodes = prepare_policy_dataset(raw, image_keys + lowdim_keys)
+  norm = policy_normalizer(episodes, lowdim_keys, d.position_box)
+  avg_len = float(np.mean(np.diff(np.concatenate([[0], episodes.episode_ends]))))
+  max_steps = int(config.eval.max_steps) or int(math.ceil(2.5 * avg_len))
+
+  def evaluators(runner, meta):
+    def evaluate(params, step):
+      r = closed_loop(runner(params), task, config.eval, max_steps=max_steps,
+                      use_images=bool(image_keys),
+                      num_episodes=int(config.eval.periodic_episodes))
+      return {"success_rate": r["success_rate"], "mean_episode_length": r["mean_episode_length"]}
+
+    def final_evaluate(params, workdir, step):
+      out = {}
+      if int(config.eval.num_episodes) > 0:
+        t0 = time.time()
+        ev = closed_loop(runner(params), task, config.eval, max_steps=max_steps,
+                         use_images=bool(image_keys), video_dir=os.path.join(workdir, "videos"),
+                         json_path=os.path.join(workdir, "eval.json"))
+        out = dict({k: v for k, v in ev.items() if k != "episodes"}, wall_time_s=time.time() - t0)
+      n_train = int(config.eval.train_episodes)
+      if n_train > 0 and d.format == "robomimic":
+        from decoupled_jax.sim.evaluator import demo_initial_states
+        t0 = time.time()
+        ev = closed_loop(runner(params), task, config.eval, max_steps=max_steps,
+                         use_images=bool(image_keys),
+                         json_path=os.path.join(workdir, "eval_train.json"),
+                         initial_states=demo_initial_states(d.dataset, n_train,
+                                                            filter_key=d.filter_key or None))
+        out["train"] = dict({k: v for k, v in ev.items() if k != "episodes"},
+                            wall_time_s=time.time() - t0)
+      return out
+
+    return evaluate, final_evaluate
+
+  return policy_stage(config, episodes, norm, task=task, name="finetune",
+                      evaluators=evaluators, extra_meta={"max_steps": max_steps})
+
+
+def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: str,
+                 evaluators, extra_meta=None, check_stage1=None) -> Stage:
+  """The stage-2 Stage shared by every benchmark: `episodes` hold the policy keys and 10-D
+  actions (not yet normalised), `norm` the benchmark's normaliser; `evaluators(runner, meta)`
+  returns (evaluate(params, step), final_evaluate(params, workdir, step)) where
+  `runner(params)` is an `inference.PolicyRunner`. `check_stage1(config, norm)` vets the
+  decoupled run's stage-1 checkpoint (default: `check_stage1_checkpoint`)."""
   d = config.data
   image_keys, lowdim_keys = tuple(d.image_keys), tuple(d.lowdim_keys)
   obs_keys = image_keys + lowdim_keys
-  raw, task = load_task_episodes(config)
-  episodes = prepare_policy_dataset(raw, obs_keys)
-  norm = policy_normalizer(episodes, lowdim_keys, d.position_box)
   policy = policy_from_config(config, image_keys, lowdim_keys)
   expert = expert_interface(policy.backbone)
   freeze = FreezeRule(mode="none" if config.mode == "normal" else "backbone",
@@ -127,18 +176,16 @@ def make_stage(config) -> Stage:
                       extra_trainable=tuple(config.freeze.extra_trainable))
   weights = FreshInit()
   if config.mode == "decoupled":
-    check_stage1_checkpoint(config, norm)
+    (check_stage1 or check_stage1_checkpoint)(config, norm)
     weights = Stage1Backbone(config.stage1_checkpoint, expert.conditioning_patterns,
                              expert.reinit_on_load_patterns)
 
   episodes = prepare_policy_dataset(episodes, obs_keys, convert_actions=False, normalizer=norm)
   sampler = WindowSampler(episodes, n_obs_steps=d.n_obs_steps, horizon=d.horizon,
                           n_action_steps=d.n_action_steps, obs_keys=obs_keys)
-  avg_len = float(np.mean(np.diff(np.concatenate([[0], episodes.episode_ends]))))
-  max_steps = int(config.eval.max_steps) or int(math.ceil(2.5 * avg_len))
   batch = int(config.train.batch_size)
-  logging.info("%s: %d demos, %d frames, %d windows; task %s, eval max_steps %d", d.dataset,
-               episodes.num_episodes, episodes.num_frames, len(sampler), task, max_steps)
+  logging.info("%s: %d demos, %d frames, %d windows; task %s", episodes.source,
+               episodes.num_episodes, episodes.num_frames, len(sampler), task)
 
   num_steps = None
   if d.sampling == "epochs":
@@ -160,41 +207,18 @@ def make_stage(config) -> Stage:
           "obs_shapes": {k: list(example[k].shape[2:]) for k in obs_keys},
           "obs_dtypes": {k: str(example[k].dtype) for k in obs_keys},
           "horizon": int(d.horizon), "n_obs_steps": int(d.n_obs_steps),
-          "n_action_steps": int(d.n_action_steps), "max_steps": max_steps,
+          "n_action_steps": int(d.n_action_steps),
           "dataset": os.path.abspath(d.dataset), "stage1_checkpoint": config.stage1_checkpoint}
+  meta.update(extra_meta or {})
 
-  def runner(params, seed):
+  def runner(params):
     return PolicyRunner(policy, head, params, norm, obs_shapes=meta["obs_shapes"],
                         obs_dtypes=meta["obs_dtypes"], horizon=d.horizon,
                         n_obs_steps=d.n_obs_steps, n_action_steps=d.n_action_steps,
-                        batch_size=max(1, int(config.eval.num_workers)), seed=seed)
+                        batch_size=max(1, int(config.eval.num_workers)), seed=config.seed)
 
-  def evaluate(params, step):
-    r = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
-                    use_images=bool(image_keys), num_episodes=int(config.eval.periodic_episodes))
-    return {"success_rate": r["success_rate"], "mean_episode_length": r["mean_episode_length"]}
-
-  def final_evaluate(params, workdir, step):
-    out = {}
-    if int(config.eval.num_episodes) > 0:
-      t0 = time.time()
-      ev = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
-                       use_images=bool(image_keys), video_dir=os.path.join(workdir, "videos"),
-                       json_path=os.path.join(workdir, "eval.json"))
-      out = dict({k: v for k, v in ev.items() if k != "episodes"}, wall_time_s=time.time() - t0)
-    n_train = int(config.eval.train_episodes)
-    if n_train > 0 and d.format == "robomimic":
-      from decoupled_jax.sim.evaluator import demo_initial_states
-      t0 = time.time()
-      ev = closed_loop(runner(params, config.seed), task, config.eval, max_steps=max_steps,
-                       use_images=bool(image_keys), json_path=os.path.join(workdir, "eval_train.json"),
-                       initial_states=demo_initial_states(d.dataset, n_train,
-                                                          filter_key=d.filter_key or None))
-      out["train"] = dict({k: v for k, v in ev.items() if k != "episodes"},
-                          wall_time_s=time.time() - t0)
-    return out
-
-  return Stage(name="finetune", policy=policy, head=head, example_obs=example,
+  evaluate, final_evaluate = evaluators(runner, meta)
+  return Stage(name=name, policy=policy, head=head, example_obs=example,
                action_shape=(int(d.horizon), ACTION_DIM), meta=meta, freeze=freeze,
                weights=weights, no_weight_decay=expert.no_weight_decay_patterns,
                host_batches=host_batches,

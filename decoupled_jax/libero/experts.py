@@ -1,0 +1,439 @@
+"""Scripted experts for LIBERO pick-and-place tasks, from privileged object poses.
+
+Simulator side (numpy + the LIBERO venv; never jax). An expert reads the raw robosuite
+observation plus the scene's privileged geometry (MuJoCo collision-geom bounding boxes of every
+object and fixture) and emits LIBERO's native delta OSC_POSE actions [dpos(3), daxis-angle(3),
+gripper ±1] in [-1, 1].
+
+Design (`PickPlaceExpert`, one state machine for libero_spatial and libero_object):
+  approach  -> above the grasp point at a travel height clearing everything on the way
+  descend   -> straight down to the grasp point, gripper open
+  close     -> close the gripper for a few steps, holding position
+  lift      -> straight up until the object's bottom clears every obstacle between it and the
+               target (+ margin); if the object did not come up: open, back off, re-plan
+  transport -> closed loop on the *object's* position: move so the object is above the target
+  lower     -> down until the object's bottom is a little above the target's support surface
+  release   -> open, then retreat upwards and hold
+Position: proportional control on the end-effector error, clipped (max speed drawn per
+episode). Orientation: the gripper is kept pointing down; its yaw is servoed to the grasp yaw
+(error as a world-frame axis-angle, which is what robosuite's OSC applies). Grasp choice from
+the object geometry: bowls (libero_spatial) are grasped on the rim, one finger inside, closing
+radially; boxes/bottles/cans (libero_object) are grasped around the body, closing along the
+narrower horizontal side (cylinders: any yaw), at a height from the object's extent (low enough
+for a firm grip, high enough that the palm clears the top). Among candidate yaws the one whose
+fingers and hand keep most clearance from the other objects wins. Demonstration diversity: a
+seeded per-episode RNG perturbs grasp offsets and yaw choice, speeds, gains, carry margins,
+release heights and hold durations, plus small action noise (same seed -> same actions).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+EXPERT_NAME = "decoupled_jax.libero.experts.PickPlaceExpert/v1"
+SUPPORTED_SUITES = ("libero_spatial", "libero_object")
+
+OPEN, CLOSE = -1.0, 1.0
+POS_SCALE = 0.05          # controller output_max for position (m per unit action)
+ROT_SCALE = 0.5           # controller output_max for rotation (rad per unit action)
+FINGER_BELOW = 0.011      # fingertips below the grip site
+PALM_ABOVE = 0.05         # the palm starts this far above the grip site
+OPEN_HALF = 0.045         # finger centre from the grip site when open (along the closing axis)
+
+
+# ------------------------------------------------------------------------------------------
+# rotations (numpy only; quaternions are xyzw as robosuite's observations)
+# ------------------------------------------------------------------------------------------
+def quat2mat(q) -> np.ndarray:
+  x, y, z, w = np.asarray(q, np.float64) / max(np.linalg.norm(q), 1e-12)
+  return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def mat2axisangle(r) -> np.ndarray:
+  r = np.asarray(r, np.float64)
+  cos = min(max((np.trace(r) - 1.0) / 2.0, -1.0), 1.0)
+  angle = math.acos(cos)
+  if angle < 1e-6:
+    return np.zeros(3)
+  skew = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+  if angle > math.pi - 1e-3:   # near pi the skew part vanishes: axis from the symmetric part
+    b = (r + r.T) / 2 - cos * np.eye(3)       # = (1 - cos) a a^T
+    i = int(np.argmax(np.diag(b)))
+    axis = b[:, i] / math.sqrt(max(b[i, i] * (1 - cos), 1e-12))
+    if axis @ skew < 0:
+      axis = -axis
+    return axis / np.linalg.norm(axis) * angle
+  return skew / (2 * math.sin(angle)) * angle
+
+
+def rot_z(a: float) -> np.ndarray:
+  c, s = math.cos(a), math.sin(a)
+  return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+R_DOWN = np.diag([1.0, -1.0, -1.0])   # robot0_eef_quat of the top-down gripper at yaw 0 (xyzw 1,0,0,0)
+
+
+def wrap_half(a: float) -> float:
+  """An angle modulo pi, in [-pi/2, pi/2) (a parallel gripper is symmetric under pi)."""
+  return (a + math.pi / 2) % math.pi - math.pi / 2
+
+
+# ------------------------------------------------------------------------------------------
+# privileged scene geometry
+# ------------------------------------------------------------------------------------------
+_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+
+
+class Scene:
+  """Collision-geom bounding boxes of the task's objects and fixtures (world frame, live)."""
+
+  def __init__(self, task):
+    import mujoco
+    env = task.env.env
+    self.env, self.sim = env, env.sim
+    self.m, self.d = env.sim.model._model, env.sim.data._data
+    m = self.m
+    named = {**{k: v for k, v in env.fixtures_dict.items()}, **env.objects_dict}
+    self.root = {}
+    self.geoms = {}
+    parent = np.asarray(m.body_parentid)
+    collide = (np.asarray(m.geom_contype) != 0) | (np.asarray(m.geom_conaffinity) != 0)
+    body_of = np.asarray(m.geom_bodyid)
+    for name, obj in named.items():
+      bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, obj.root_body)
+      if bid < 0:
+        continue
+      sub = set()
+      for b in range(m.nbody):
+        x = b
+        while x > 0:
+          if x == bid:
+            sub.add(b)
+            break
+          x = parent[x]
+      ids = np.array([g for g in range(m.ngeom) if collide[g] and body_of[g] in sub], int)
+      if len(ids):
+        self.root[name], self.geoms[name] = bid, ids
+    self._local = {}
+
+  def geom_boxes(self, ids) -> tuple[np.ndarray, np.ndarray]:
+    """World AABBs (lo, hi), each (N, 3), of geoms `ids`."""
+    ids = np.asarray(ids, int)
+    aabb = np.asarray(self.m.geom_aabb)[ids]                       # (N, 6) centre, half size
+    pts = aabb[:, None, :3] + _CORNERS[None] * aabb[:, None, 3:]   # (N, 8, 3) geom frame
+    rot = np.asarray(self.d.geom_xmat)[ids].reshape(-1, 3, 3)
+    w = np.einsum("nij,nkj->nki", rot, pts) + np.asarray(self.d.geom_xpos)[ids][:, None]
+    return w.min(1), w.max(1)
+
+  def box(self, name) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = self.geom_boxes(self.geoms[name])
+    return lo.min(0), hi.max(0)
+
+  def pose(self, name) -> tuple[np.ndarray, np.ndarray]:
+    b = self.root[name]
+    return np.array(self.d.xpos[b]), np.array(self.d.xmat[b]).reshape(3, 3)
+
+  def local_box(self, name) -> tuple[np.ndarray, np.ndarray]:
+    """The object's AABB in its own root-body frame (rigid objects; cached)."""
+    if name not in self._local:
+      ids = self.geoms[name]
+      aabb = np.asarray(self.m.geom_aabb)[ids]
+      pts = aabb[:, None, :3] + _CORNERS[None] * aabb[:, None, 3:]
+      rot = np.asarray(self.d.geom_xmat)[ids].reshape(-1, 3, 3)
+      w = np.einsum("nij,nkj->nki", rot, pts) + np.asarray(self.d.geom_xpos)[ids][:, None]
+      pos, r = self.pose(name)
+      loc = (w.reshape(-1, 3) - pos) @ r
+      self._local[name] = (loc.min(0), loc.max(0))
+    return self._local[name]
+
+  def obstacles(self, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+    ids = [g for n, g in self.geoms.items() if n not in exclude]
+    if not ids:
+      return np.zeros((0, 3)), np.zeros((0, 3))
+    return self.geom_boxes(np.concatenate(ids))
+
+  def site_pos(self, name) -> Optional[np.ndarray]:
+    try:
+      return np.array(self.sim.data.get_site_xpos(name))
+    except Exception:  # noqa: BLE001 - not every target has a site
+      return None
+
+
+def _xy_dist_to_boxes(pts, lo, hi) -> np.ndarray:
+  """(P, N) xy distances from points (P, 2) to axis-aligned rectangles lo/hi (N, 3)."""
+  d = np.maximum(np.maximum(lo[None, :, :2] - pts[:, None], pts[:, None] - hi[None, :, :2]), 0.0)
+  return np.linalg.norm(d, axis=-1)
+
+
+def corridor_top(lo, hi, p0, p1, radius, z_floor=-np.inf) -> float:
+  """The highest obstacle top within `radius` (xy) of the segment p0 -> p1 (z_floor if none)."""
+  if not len(lo):
+    return z_floor
+  n = max(2, int(np.linalg.norm(np.asarray(p1[:2]) - p0[:2]) / 0.01) + 1)
+  pts = np.linspace(np.asarray(p0[:2], float), np.asarray(p1[:2], float), n)
+  near = (_xy_dist_to_boxes(pts, lo, hi) < radius).any(0)
+  return float(max(z_floor, hi[near, 2].max())) if near.any() else z_floor
+
+
+# ------------------------------------------------------------------------------------------
+# the expert
+# ------------------------------------------------------------------------------------------
+class PickPlaceExpert:
+  """Pick `task.objects[0]` and put it on / in `task.objects[1]` (libero_spatial/object)."""
+
+  name = EXPERT_NAME
+
+  def __init__(self, task, seed: int = 0):
+    if task.suite not in SUPPORTED_SUITES:
+      raise NotImplementedError(f"no scripted expert for {task.suite}; have {SUPPORTED_SUITES}")
+    self.task = task
+    self.scene = Scene(task)
+    self.obj, self.target = task.objects[0], task.objects[1]
+    self.rim_grasp = "bowl" in self.obj
+    self.rng = np.random.default_rng(seed)
+    r = self.rng
+    # per-episode style (demonstration diversity)
+    self.vmax = r.uniform(0.75, 1.0)
+    self.k_pos = r.uniform(14.0, 22.0)          # action per metre of error
+    self.k_rot = r.uniform(1.6, 2.4)            # action per radian of error
+    self.noise = r.uniform(0.0, 0.04)
+    self.carry_margin = r.uniform(0.035, 0.06)
+    self.release_h = r.uniform(0.008, 0.02) if self.rim_grasp else r.uniform(0.015, 0.035)
+    self.close_steps = int(r.integers(9, 13))
+    self.open_steps = int(r.integers(5, 9))
+    self.grasp_jitter = r.uniform(-1.0, 1.0, 3) * np.array([0.004, 0.004, 0.003])
+    self.phase, self.t_phase, self.tries = "approach", 0, 0
+    self.plan = None
+    self.hold = None
+    self.history: list[np.ndarray] = []
+
+  # -- planning -----------------------------------------------------------------------------
+  def _grasp_candidates(self):
+    """[(grasp_point (3), closing direction (2), yaw)] for the object's current pose."""
+    sc, name = self.scene, self.obj
+    pos, rot = sc.pose(name)
+    llo, lhi = sc.local_box(name)
+    wlo, whi = sc.box(name)
+    out = []
+    if self.rim_grasp:
+      # bowl: gripper centred on the wall, one finger inside, closing radially
+      k = int(np.argmax(np.abs(rot[2])))              # the local axis that is up
+      axes = [i for i in range(3) if i != k]
+      radius = 0.5 * min(lhi[axes[0]] - llo[axes[0]], lhi[axes[1]] - llo[axes[1]])
+      ctr_l = (llo + lhi) / 2
+      top_l = lhi[k] if rot[2, k] > 0 else llo[k]
+      for ang in np.deg2rad(np.arange(0, 360, 15)) + self.rng.uniform(-0.08, 0.08):
+        u = np.array([math.cos(ang), math.sin(ang), 0.0])
+        ul = rot.T @ u
+        ul[k] = 0.0
+        ul /= max(np.linalg.norm(ul), 1e-9)
+        p_l = ctr_l + (radius - 0.005) * ul
+        p_l[k] = top_l
+        rim = pos + rot @ p_l
+        g = rim - np.array([0, 0, 0.024])
+        g[2] = max(g[2], wlo[2] + FINGER_BELOW + 0.006)
+        out.append((g, u[:2], wrap_half(ang - math.pi / 2), True))
+      return out
+    k = int(np.argmax(np.abs(rot[2])))
+    axes = [i for i in range(3) if i != k]
+    widths = [lhi[i] - llo[i] for i in axes]
+    ctr = pos + rot @ ((llo + lhi) / 2)
+    height = whi[2] - wlo[2]
+    gz = max(wlo[2] + 0.012, min(whi[2] - PALM_ABOVE + 0.008, wlo[2] + 0.55 * height))
+    gz = max(gz, whi[2] - PALM_ABOVE)
+    g = np.array([ctr[0], ctr[1], gz])
+    if abs(widths[0] - widths[1]) < 0.012:   # round enough: any yaw
+      angs = np.deg2rad(np.arange(0, 180, 15)) + self.rng.uniform(-0.1, 0.1)
+      for ang in angs:
+        out.append((g, np.array([math.cos(ang), math.sin(ang)]), wrap_half(ang - math.pi / 2), True))
+    else:
+      order = np.argsort(widths)
+      for rank, j in enumerate(order):
+        if widths[j] > 0.075:
+          continue
+        d = rot[:2, axes[j]]
+        d = d / max(np.linalg.norm(d), 1e-9)
+        ang = math.atan2(d[1], d[0]) + self.rng.uniform(-0.05, 0.05)
+        out.append((g, np.array([math.cos(ang), math.sin(ang)]), wrap_half(ang - math.pi / 2),
+                    rank == 0))
+    return out
+
+  def _clearance(self, g, u, lo, hi, inner_free: bool) -> float:
+    """Smallest xy distance from the open fingers / hand at grasp point g to obstacles."""
+    u = np.asarray(u) / max(np.linalg.norm(u), 1e-9)
+    t = np.array([-u[1], u[0]])
+    best = np.inf
+    boxes = []  # (centre xy, half along u, half along t, z0, z1)
+    for s in ((1,) if inner_free else (-1, 1)):
+      boxes.append((g[:2] + s * OPEN_HALF * u, 0.012, 0.012, g[2] - FINGER_BELOW, g[2] + PALM_ABOVE))
+    boxes.append((g[:2], 0.11, 0.035, g[2] + PALM_ABOVE, g[2] + 0.2))
+    for c, hu, ht, z0, z1 in boxes:
+      sel = (hi[:, 2] > z0) & (lo[:, 2] < z1)
+      if not sel.any():
+        continue
+      a, b = np.meshgrid(np.linspace(-hu, hu, 5), np.linspace(-ht, ht, 3))
+      pts = c + a.reshape(-1, 1) * u + b.reshape(-1, 1) * t
+      best = min(best, float(_xy_dist_to_boxes(pts, lo[sel], hi[sel]).min()))
+    return best
+
+  def _plan(self, raw):
+    sc = self.scene
+    lo, hi = sc.obstacles(exclude=(self.obj,))
+    cands = self._grasp_candidates()
+    yaw_now = self._yaw(raw)
+    scores = []
+    for g, u, yaw, preferred in cands:
+      c = min(self._clearance(g, u, lo, hi, inner_free=self.rim_grasp), 0.06)
+      turn = abs(wrap_half(yaw - 0.0))
+      scores.append(c - 0.012 * turn - (0.0 if preferred else 0.02)
+                    + self.rng.uniform(0, 0.004) - 0.002 * abs(wrap_half(yaw - yaw_now)))
+    i = int(np.argmax(scores))
+    g, u, yaw, _ = cands[i]
+    g = g + self.grasp_jitter
+    eef = raw["robot0_eef_pos"]
+    travel = corridor_top(lo, hi, eef, g, 0.07, z_floor=g[2]) + FINGER_BELOW + 0.04
+    travel = max(travel, g[2] + 0.07) + self.rng.uniform(0.0, 0.03)
+    self.plan = dict(grasp=g, yaw=yaw, travel=travel, obj_z0=float(sc.pose(self.obj)[0][2]))
+
+  def _place_plan(self, raw):
+    """Where the object goes: xy of the target's centre, and the support height there."""
+    sc = self.scene
+    site = sc.site_pos(f"{self.target}_contain_region")
+    tlo, thi = sc.geom_boxes(sc.geoms[self.target])
+    if site is not None:
+      xy = site[:2]
+    else:
+      pos, rot = sc.pose(self.target)
+      llo, lhi = sc.local_box(self.target)
+      xy = (pos + rot @ ((llo + lhi) / 2))[:2]
+    cover = (tlo[:, 0] <= xy[0]) & (thi[:, 0] >= xy[0]) & (tlo[:, 1] <= xy[1]) & (thi[:, 1] >= xy[1])
+    support = float(thi[cover, 2].max()) if cover.any() else float(thi[:, 2].min())
+    xy = xy + self.rng.uniform(-1, 1, 2) * (0.006 if self.rim_grasp else 0.012)
+    return xy, support
+
+  # -- control ------------------------------------------------------------------------------
+  @staticmethod
+  def _yaw(raw) -> float:
+    r = quat2mat(raw["robot0_eef_quat"]) @ R_DOWN.T
+    return math.atan2(r[1, 0], r[0, 0])
+
+  def _servo(self, raw, target, yaw, grip, vmax=None):
+    err = np.asarray(target, float) - raw["robot0_eef_pos"]
+    a = np.zeros(7)
+    v = self.vmax if vmax is None else vmax
+    a[:3] = np.clip(err * self.k_pos, -v, v)
+    r_goal = rot_z(yaw) @ R_DOWN
+    r_cur = quat2mat(raw["robot0_eef_quat"])
+    a[3:6] = np.clip(mat2axisangle(r_goal @ r_cur.T) * self.k_rot, -1.0, 1.0)
+    if self.noise:
+      a[:3] += self.rng.normal(0.0, self.noise, 3)
+    a[:6] = np.clip(a[:6], -1.0, 1.0)
+    a[6] = grip
+    return a, float(np.linalg.norm(err)), err
+
+  def _goto(self, phase):
+    self.phase, self.t_phase = phase, 0
+
+  def act(self, raw) -> np.ndarray:
+    """The next action for raw observation `raw`."""
+    if self.plan is None:
+      self._plan(raw)
+    sc, p = self.scene, self.plan
+    self.t_phase += 1
+    eef = np.asarray(raw["robot0_eef_pos"], float)
+    obj_pos = sc.pose(self.obj)[0]
+    olo, ohi = sc.box(self.obj)
+    width = float(raw["robot0_gripper_qpos"][0] - raw["robot0_gripper_qpos"][1])
+    yaw = p["yaw"]
+
+    if self.phase == "approach":
+      tgt = np.array([p["grasp"][0], p["grasp"][1], p["travel"]])
+      a, dist, err = self._servo(raw, tgt, yaw, OPEN)
+      yaw_err = abs(wrap_half(self._yaw(raw) - yaw))
+      if (np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.03 and yaw_err < 0.06) \
+          or self.t_phase > 80:
+        self._goto("descend")
+      return a
+    if self.phase == "descend":
+      a, dist, err = self._servo(raw, p["grasp"], yaw, OPEN, vmax=min(self.vmax, 0.7))
+      self.history.append(eef)
+      stalled = len(self.history) > 6 and np.linalg.norm(self.history[-1] - self.history[-6]) < 0.003
+      if dist < 0.006 or (stalled and abs(err[2]) < 0.03) or self.t_phase > 50:
+        self.history.clear()
+        self._goto("close")
+      return a
+    if self.phase == "close":
+      a, _, _ = self._servo(raw, p["grasp"], yaw, CLOSE, vmax=0.3)
+      if self.t_phase >= self.close_steps:
+        lo, hi = sc.obstacles(exclude=(self.obj,))
+        xy, support = self._place_plan(raw)
+        p["place_xy"], p["support"] = xy, support
+        rad = 0.5 * float(np.linalg.norm(ohi[:2] - olo[:2])) + 0.02
+        clear = corridor_top(lo, hi, obj_pos, xy, rad, z_floor=support)
+        hang = eef[2] - olo[2]                      # grip site above the object's bottom
+        p["carry"] = max(clear + self.carry_margin, support + 0.05) + hang
+        p["lift_xy"] = eef[:2].copy()
+        self._goto("lift")
+      return a
+    if self.phase == "lift":
+      tgt = np.array([p["lift_xy"][0], p["lift_xy"][1], p["carry"]])
+      a, dist, err = self._servo(raw, tgt, yaw, CLOSE)
+      lifted = obj_pos[2] - p["obj_z0"]
+      if self.t_phase > 6 and (width < 0.004 or (eef[2] - p["grasp"][2] > 0.05 and lifted < 0.02)):
+        return self._regrasp(raw)
+      if abs(err[2]) < 0.015 or self.t_phase > 60:
+        self._goto("transport")
+      return a
+    if self.phase in ("transport", "lower"):
+      obj_err = np.zeros(3)
+      obj_err[:2] = p["place_xy"] - obj_pos[:2]
+      if self.phase == "transport":
+        tgt = eef + obj_err
+        tgt[2] = p["carry"]
+        a, _, _ = self._servo(raw, tgt, yaw, CLOSE)
+        if np.linalg.norm(obj_err[:2]) < 0.008 or self.t_phase > 90:
+          self._goto("lower")
+      else:
+        obj_err[2] = p["support"] + self.release_h - olo[2]
+        tgt = eef + obj_err
+        a, _, _ = self._servo(raw, tgt, yaw, CLOSE, vmax=min(self.vmax, 0.6))
+        self.history.append(eef)
+        stalled = len(self.history) > 6 and np.linalg.norm(self.history[-1] - self.history[-6]) < 0.002
+        if (abs(obj_err[2]) < 0.006 and np.linalg.norm(obj_err[:2]) < 0.012) or stalled \
+            or self.t_phase > 60:
+          self.history.clear()
+          self.hold = eef.copy()
+          self._goto("release")
+      if self.phase in ("transport", "lower") and obj_pos[2] < p["obj_z0"] - 0.05 and width < 0.004:
+        return self._regrasp(raw)
+      return a
+    if self.phase == "release":
+      a, _, _ = self._servo(raw, self.hold, yaw, OPEN, vmax=0.3)
+      if self.t_phase >= self.open_steps:
+        self._goto("retreat")
+      return a
+    # retreat / done: back up and hold
+    tgt = self.hold + np.array([0.0, 0.0, 0.08])
+    a, _, _ = self._servo(raw, tgt, yaw, OPEN, vmax=0.6)
+    return a
+
+  def _regrasp(self, raw):
+    """The grasp failed: open, back off upwards, re-plan from the object's new pose."""
+    self.tries += 1
+    self.plan = None
+    self.grasp_jitter = self.rng.uniform(-1.0, 1.0, 3) * np.array([0.003, 0.003, 0.002])
+    self._goto("approach")
+    a = np.zeros(7)
+    a[2] = 0.6
+    a[6] = OPEN
+    return a
+
+
+def make_expert(task, seed: int = 0) -> PickPlaceExpert:
+  """The scripted expert for `task` (a `LiberoTask`), with per-episode randomisation `seed`."""
+  return PickPlaceExpert(task, seed)
