@@ -229,3 +229,26 @@ def test_runner_refuses_bad_ids_and_foreign_policies(tmp_path):
     srv.stop()
   assert p.returncode == 2
   assert "is not in the served policy's vocabulary" in p.stderr
+
+
+@pytest.mark.slow
+def test_decoupled_from_generated_fk_stage1(tmp_path):
+  """The demonstration-free alternative: a backbone pretrained on generated Panda FK data
+  (absolute poses) is frozen under a LIBERO policy (delta actions); a stage-2 checkpoint is
+  still refused as a 'stage 1'."""
+  from decoupled_jax.errors import CheckpointError
+  from decoupled_jax.pipelines import run
+  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20)
+  fk = _tiny(config_lib.pretrain_config("dp_mlp", signal="jp"))
+  fk.data.horizon, fk.eval.num_windows = 16, 8
+  s1 = run.run(fk, str(tmp_path / "fk"))
+  c2 = _tiny(config_lib.libero_finetune_config("decoupled", "dp_mlp"))
+  c2.data.dataset, c2.data.tasks, c2.eval.episodes_per_task = root, "0", 0
+  c2.stage1_checkpoint = s1["checkpoint_dir"]
+  dec = run.run(c2, str(tmp_path / "dec"))
+  assert dec["loaded"]["copied"] > 0 and dec["num_trainable"] < dec["num_params"]
+  c3 = _tiny(config_lib.libero_finetune_config("decoupled", "dp_mlp"))
+  c3.data.dataset, c3.data.tasks, c3.eval.episodes_per_task = root, "0", 0
+  c3.stage1_checkpoint = dec["checkpoint_dir"]
+  with pytest.raises(CheckpointError, match="not a stage-1 one"):
+    run.run(c3, str(tmp_path / "dec2"))

@@ -184,9 +184,14 @@ def policy_normalizer(episodes: EpisodeData, lowdim_keys, box) -> LimitsNormaliz
 
 
 def check_stage1(config, norm):
-  """A decoupled LIBERO run needs a LIBERO stage-1 checkpoint of the same expert and action
-  scale (the generic check, for stage 'libero_pretrain')."""
-  return finetune.check_stage1_checkpoint(config, norm, stage1_names=("libero_pretrain",))
+  """A decoupled LIBERO run takes a LIBERO stage-1 checkpoint (state -> delta action, same
+  action scale) or, as the demonstration-free alternative, a stage-1 checkpoint on our
+  generated Panda FK data ('pretrain': joints -> absolute pose in its workspace box; each
+  stage's targets are normalised to [-1, 1] by its own scale, as the paper's DROID stage 1
+  for LIBERO maps joints to delta velocities)."""
+  return finetune.check_stage1_checkpoint(config, norm,
+                                          stage1_names=("libero_pretrain", "pretrain"),
+                                          same_action_scale=("libero_pretrain",))
 
 
 def make_finetune_stage(config) -> Stage:
@@ -322,16 +327,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     c1 = ml_collections.ConfigDict(config.stage1.to_dict())
     c1.data.dataset, c1.data.suites = data_dir, tuple(config.suites)
     stage1 = _stage_run(c1, os.path.join(workdir, "stage1"), bool(config.progress))
+    stage1_fk = None
+    if "decoupled_fk" in config.modes:   # the demonstration-free stage 1 (generated FK data)
+      stage1_fk = _stage_run(ml_collections.ConfigDict(config.stage1_fk.to_dict()),
+                             os.path.join(workdir, "stage1_fk"), bool(config.progress))
     runs = {}
     for suite in config.suites:
       for mode in config.modes:
         c2 = ml_collections.ConfigDict(config.stage2.to_dict())
-        c2.mode, c2.data.dataset, c2.data.suite = mode, data_dir, suite
-        c2.data.tasks = config.tasks
-        c2.stage1_checkpoint = stage1["checkpoint_dir"] if mode == "decoupled" else ""
+        c2.mode = "decoupled" if mode.startswith("decoupled") else mode
+        c2.data.dataset, c2.data.suite, c2.data.tasks = data_dir, suite, config.tasks
+        c2.stage1_checkpoint = {"decoupled": stage1["checkpoint_dir"],
+                                "decoupled_fk": (stage1_fk or {}).get("checkpoint_dir", "")
+                                }.get(mode, "")
         runs[(suite, mode)] = _stage_run(c2, os.path.join(workdir, suite, mode),
                                          bool(config.progress))
-    results = {"stage1": stage1, "demos": demos,
+    results = {"stage1": stage1, "stage1_fk": stage1_fk, "demos": demos,
                "runs": [dict(r, suite=s, mode=m) for (s, m), r in runs.items()],
                "wall_time_this_invocation_s": time.time() - t0}
     common.write_json(os.path.join(workdir, "results.json"), results)
