@@ -100,8 +100,19 @@ class LiberoTask:
   # -- episodes -------------------------------------------------------------------------------
   def reset_to(self, init_state) -> dict:
     """Reset to one of the bundled init states (evaluation); returns the raw observation."""
+    self._reset_gripper_command()
     self.env.reset()
     return self.env.set_init_state(np.asarray(init_state))
+
+  def _reset_gripper_command(self):
+    """robosuite's Panda gripper integrates its command (`current_action`, +-0.01 per substep)
+    and only a hard reset (a fresh model) zeroes it; without this an episode would start from
+    the previous one's gripper command (fingers lagging open during the settling steps, states
+    differing from a fresh process)."""
+    for robot in self.env.env.robots:
+      gripper = getattr(robot, "gripper", None)
+      if gripper is not None and hasattr(gripper, "current_action"):
+        gripper.current_action = np.zeros_like(np.asarray(gripper.current_action, float))
 
   def reset_random(self, seed: int) -> dict:
     """A fresh random placement drawn from LIBERO's own samplers, reproducible in `seed`
@@ -112,6 +123,7 @@ class LiberoTask:
     model (fixtures at their XML pose, as after a hard reset). With hard_reset=False the
     fixtures keep the previous episode's pose and those objects land far off (a bowl floating
     beside the robot), so the fixtures are put back to their XML pose first."""
+    self._reset_gripper_command()
     model = self.env.sim.model
     for bid, pos, quat in self._fixture_xml_poses:
       model.body_pos[bid] = pos

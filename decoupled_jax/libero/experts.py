@@ -38,9 +38,20 @@ SUPPORTED_SUITES = ("libero_spatial", "libero_object")
 OPEN, CLOSE = -1.0, 1.0
 POS_SCALE = 0.05          # controller output_max for position (m per unit action)
 ROT_SCALE = 0.5           # controller output_max for rotation (rad per unit action)
-FINGER_BELOW = 0.011      # fingertips below the grip site
-PALM_ABOVE = 0.05         # the palm starts this far above the grip site
-OPEN_HALF = 0.045         # finger centre from the grip site when open (along the closing axis)
+# Panda gripper collision geometry relative to the grip site (gripper open, pointing down),
+# from robosuite's meshes (MuJoCo collides their convex hulls): (from, to) along the closing
+# axis, +-tangent half width, (from, to) in z. The fingertips are 1.2 cm below the grip site;
+# the hand's hull reaches down to 3 cm above it across its whole 21 cm width.
+FINGER_BELOW = 0.012
+PALM_ABOVE = 0.030
+GRIPPER_BOXES = (((0.037, 0.055), 0.010, (-0.013, 0.015)),    # fingertip
+                 ((0.039, 0.066), 0.012, (0.015, 0.030)),     # finger, flaring out
+                 ((-0.106, 0.106), 0.036, (0.030, 0.150)))    # hand
+WRIST_ABOVE = 0.21        # the Panda's wrist centre above the grip site (gripper pointing down)
+SHOULDER_ABOVE = 0.333    # the shoulder (joint 2) above the robot's base
+MAX_REACH = 0.745         # shoulder-to-wrist distance kept for travel heights; the elbow locks
+                          # straight near 0.77 and the arm then crawls
+REACH_SOFT = 0.72         # grasp / place poses beyond this are penalised
 
 
 # ------------------------------------------------------------------------------------------
@@ -157,6 +168,22 @@ class Scene:
       return np.zeros((0, 3)), np.zeros((0, 3))
     return self.geom_boxes(np.concatenate(ids))
 
+  def obstacle_obbs(self, exclude=(), near=None, radius=np.inf):
+    """Oriented boxes (centre (N,3), rotation (N,3,3), half size (N,3)) of the other geoms
+    (those within `radius` of `near` when given)."""
+    ids = [g for n, g in self.geoms.items() if n not in exclude]
+    if not ids:
+      return np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 3))
+    ids = np.concatenate(ids)
+    aabb = np.asarray(self.m.geom_aabb)[ids]
+    rot = np.asarray(self.d.geom_xmat)[ids].reshape(-1, 3, 3)
+    ctr = np.asarray(self.d.geom_xpos)[ids] + np.einsum("nij,nj->ni", rot, aabb[:, :3])
+    half = aabb[:, 3:]
+    if near is not None:
+      keep = np.linalg.norm(ctr - near, axis=1) - np.linalg.norm(half, axis=1) < radius
+      ctr, rot, half = ctr[keep], rot[keep], half[keep]
+    return ctr, rot, half
+
   def site_pos(self, name) -> Optional[np.ndarray]:
     try:
       return np.array(self.sim.data.get_site_xpos(name))
@@ -168,6 +195,13 @@ def _xy_dist_to_boxes(pts, lo, hi) -> np.ndarray:
   """(P, N) xy distances from points (P, 2) to axis-aligned rectangles lo/hi (N, 3)."""
   d = np.maximum(np.maximum(lo[None, :, :2] - pts[:, None], pts[:, None] - hi[None, :, :2]), 0.0)
   return np.linalg.norm(d, axis=-1)
+
+
+def obb_distance(pts, ctr, rot, half) -> np.ndarray:
+  """(P,) distance from each point to the nearest of N oriented boxes."""
+  q = np.einsum("nji,pnj->pni", rot, pts[:, None, :] - ctr[None])   # (P, N, 3) box frames
+  d = np.linalg.norm(np.maximum(np.abs(q) - half[None], 0.0), axis=-1)
+  return d.min(1)
 
 
 def corridor_top(lo, hi, p0, p1, radius, z_floor=-np.inf) -> float:
@@ -195,11 +229,12 @@ class PickPlaceExpert:
     self.scene = Scene(task)
     self.obj, self.target = task.objects[0], task.objects[1]
     self.rim_grasp = "bowl" in self.obj
+    self.shoulder = np.asarray(task.env.env.robots[0].base_pos, float) + [0.0, 0.0, SHOULDER_ABOVE]
     self.rng = np.random.default_rng(seed)
     r = self.rng
     # per-episode style (demonstration diversity)
-    self.vmax = r.uniform(0.75, 1.0)
-    self.k_pos = r.uniform(14.0, 22.0)          # action per metre of error
+    self.vmax = r.uniform(0.85, 1.0)
+    self.k_pos = r.uniform(18.0, 28.0)          # action per metre of error
     self.k_rot = r.uniform(1.6, 2.4)            # action per radian of error
     self.noise = r.uniform(0.0, 0.04)
     self.carry_margin = r.uniform(0.035, 0.06)
@@ -207,14 +242,26 @@ class PickPlaceExpert:
     self.close_steps = int(r.integers(9, 13))
     self.open_steps = int(r.integers(5, 9))
     self.grasp_jitter = r.uniform(-1.0, 1.0, 3) * np.array([0.004, 0.004, 0.003])
+    self.place_jitter = r.uniform(-1.0, 1.0, 2) * (0.006 if self.rim_grasp else 0.012)
     self.phase, self.t_phase, self.tries = "approach", 0, 0
     self.plan = None
     self.hold = None
     self.history: list[np.ndarray] = []
+    self.failed_dirs: list[float] = []      # closing directions of grasps that failed
 
   # -- planning -----------------------------------------------------------------------------
+  def _reach(self, p) -> float:
+    """Shoulder-to-wrist distance with the gripper pointing down at grip-site position p."""
+    return float(np.linalg.norm(np.asarray(p, float) + np.array([0.0, 0.0, WRIST_ABOVE])
+                                - self.shoulder))
+
+  def _max_z(self, xy, z_min: float) -> float:
+    """The highest grip-site z at xy within comfortable reach (at least z_min)."""
+    d2 = MAX_REACH ** 2 - float(np.sum((np.asarray(xy[:2]) - self.shoulder[:2]) ** 2))
+    return max(z_min, self.shoulder[2] - WRIST_ABOVE + math.sqrt(d2)) if d2 > 0 else z_min
+
   def _grasp_candidates(self):
-    """[(grasp_point (3), closing direction (2), yaw)] for the object's current pose."""
+    """[(grasp point (3), closing direction (2), gripper yaw, cost)] for the object's pose."""
     sc, name = self.scene, self.obj
     pos, rot = sc.pose(name)
     llo, lhi = sc.local_box(name)
@@ -227,30 +274,32 @@ class PickPlaceExpert:
       radius = 0.5 * min(lhi[axes[0]] - llo[axes[0]], lhi[axes[1]] - llo[axes[1]])
       ctr_l = (llo + lhi) / 2
       top_l = lhi[k] if rot[2, k] > 0 else llo[k]
-      for ang in np.deg2rad(np.arange(0, 360, 15)) + self.rng.uniform(-0.08, 0.08):
+      for ang in np.deg2rad(np.arange(0, 360, 10)) + self.rng.uniform(-0.06, 0.06):
         u = np.array([math.cos(ang), math.sin(ang), 0.0])
         ul = rot.T @ u
         ul[k] = 0.0
         ul /= max(np.linalg.norm(ul), 1e-9)
-        p_l = ctr_l + (radius - 0.005) * ul
-        p_l[k] = top_l
-        rim = pos + rot @ p_l
-        g = rim - np.array([0, 0, 0.024])
-        g[2] = max(g[2], wlo[2] + FINGER_BELOW + 0.006)
-        out.append((g, u[:2], wrap_half(ang - math.pi / 2), True))
+        for inset in (0.007, 0.010, 0.013):
+          for depth in (0.022, 0.018, 0.014, 0.010, 0.007):
+            p_l = ctr_l + (radius - inset) * ul
+            p_l[k] = top_l
+            g = pos + rot @ p_l - np.array([0.0, 0.0, depth])
+            g[2] = max(g[2], wlo[2] + FINGER_BELOW + 0.006)
+            cost = 0.3 * (0.022 - depth) + 0.2 * (inset - 0.007)
+            out.append((g, u[:2], wrap_half(ang - math.pi / 2), cost))
       return out
     k = int(np.argmax(np.abs(rot[2])))
     axes = [i for i in range(3) if i != k]
     widths = [lhi[i] - llo[i] for i in axes]
     ctr = pos + rot @ ((llo + lhi) / 2)
     height = whi[2] - wlo[2]
-    gz = max(wlo[2] + 0.012, min(whi[2] - PALM_ABOVE + 0.008, wlo[2] + 0.55 * height))
-    gz = max(gz, whi[2] - PALM_ABOVE)
+    gz = max(wlo[2] + 0.012, min(whi[2] - 0.02, wlo[2] + 0.5 * height))
+    gz = max(gz, whi[2] - PALM_ABOVE + 0.006)
     g = np.array([ctr[0], ctr[1], gz])
     if abs(widths[0] - widths[1]) < 0.012:   # round enough: any yaw
       angs = np.deg2rad(np.arange(0, 180, 15)) + self.rng.uniform(-0.1, 0.1)
       for ang in angs:
-        out.append((g, np.array([math.cos(ang), math.sin(ang)]), wrap_half(ang - math.pi / 2), True))
+        out.append((g, np.array([math.cos(ang), math.sin(ang)]), wrap_half(ang - math.pi / 2), 0.0))
     else:
       order = np.argsort(widths)
       for rank, j in enumerate(order):
@@ -260,60 +309,72 @@ class PickPlaceExpert:
         d = d / max(np.linalg.norm(d), 1e-9)
         ang = math.atan2(d[1], d[0]) + self.rng.uniform(-0.05, 0.05)
         out.append((g, np.array([math.cos(ang), math.sin(ang)]), wrap_half(ang - math.pi / 2),
-                    rank == 0))
+                    0.02 * rank))
     return out
 
-  def _clearance(self, g, u, lo, hi, inner_free: bool) -> float:
-    """Smallest xy distance from the open fingers / hand at grasp point g to obstacles."""
-    u = np.asarray(u) / max(np.linalg.norm(u), 1e-9)
-    t = np.array([-u[1], u[0]])
-    best = np.inf
-    boxes = []  # (centre xy, half along u, half along t, z0, z1)
-    for s in ((1,) if inner_free else (-1, 1)):
-      boxes.append((g[:2] + s * OPEN_HALF * u, 0.012, 0.012, g[2] - FINGER_BELOW, g[2] + PALM_ABOVE))
-    boxes.append((g[:2], 0.11, 0.035, g[2] + PALM_ABOVE, g[2] + 0.2))
-    for c, hu, ht, z0, z1 in boxes:
-      sel = (hi[:, 2] > z0) & (lo[:, 2] < z1)
-      if not sel.any():
-        continue
-      a, b = np.meshgrid(np.linspace(-hu, hu, 5), np.linspace(-ht, ht, 3))
-      pts = c + a.reshape(-1, 1) * u + b.reshape(-1, 1) * t
-      best = min(best, float(_xy_dist_to_boxes(pts, lo[sel], hi[sel]).min()))
-    return best
+  def _clearance(self, g, u, obbs, inner_free: bool) -> float:
+    """Smallest distance from the open gripper at grasp point g (closing along u) to obstacles
+    (OBBs). inner_free: the finger on the -u side is inside the grasped object (a bowl)."""
+    if not len(obbs[0]):
+      return np.inf
+    u = np.append(np.asarray(u) / max(np.linalg.norm(u), 1e-9), 0.0)
+    t = np.array([-u[1], u[0], 0.0])
+    pts = []
+    for (a0, a1), ht, (z0, z1) in GRIPPER_BOXES:
+      for sign in (1.0, -1.0):
+        if sign < 0 and (inner_free or a0 < 0):
+          continue
+        a, b, h = np.meshgrid(np.linspace(a0, a1, 3), np.linspace(-ht, ht, 3), np.linspace(z0, z1, 4))
+        pts.append(g + sign * a.reshape(-1, 1) * u + b.reshape(-1, 1) * t
+                   + h.reshape(-1, 1) * np.array([0.0, 0.0, 1.0]))
+    return float(obb_distance(np.concatenate(pts), *obbs).min())
 
   def _plan(self, raw):
     sc = self.scene
     lo, hi = sc.obstacles(exclude=(self.obj,))
+    obbs = sc.obstacle_obbs(exclude=(self.obj,), near=sc.pose(self.obj)[0], radius=0.3)
     cands = self._grasp_candidates()
     yaw_now = self._yaw(raw)
     scores = []
-    for g, u, yaw, preferred in cands:
-      c = min(self._clearance(g, u, lo, hi, inner_free=self.rim_grasp), 0.06)
+    obj_ctr = self._center(self.obj)
+    place_xy, support = self._place_plan(raw, jitter=False)
+    olo, _ = sc.box(self.obj)
+    for g, u, yaw, cost in cands:
+      c = self._clearance(g, u, obbs, inner_free=self.rim_grasp)
+      c = min(c, 0.012) - (0.05 if c < 0.0015 else 0.0)
       turn = abs(wrap_half(yaw - 0.0))
-      scores.append(c - 0.012 * turn - (0.0 if preferred else 0.02)
+      # where the grip site will be when the object is put down (the grasp offset is kept)
+      at_place = np.append(place_xy + g[:2] - obj_ctr[:2], support + 0.02 + g[2] - olo[2])
+      over = max(0.0, self._reach(g) - REACH_SOFT) + max(0.0, self._reach(at_place) - REACH_SOFT)
+      ang = math.atan2(u[1], u[0])
+      tried = sum(abs(math.remainder(ang - a, 2 * math.pi)) < 0.45 for a in self.failed_dirs)
+      scores.append(c - 0.006 * turn - cost - 2.0 * over - 0.01 * tried
                     + self.rng.uniform(0, 0.004) - 0.002 * abs(wrap_half(yaw - yaw_now)))
     i = int(np.argmax(scores))
     g, u, yaw, _ = cands[i]
     g = g + self.grasp_jitter
     eef = raw["robot0_eef_pos"]
-    travel = corridor_top(lo, hi, eef, g, 0.07, z_floor=g[2]) + FINGER_BELOW + 0.04
-    travel = max(travel, g[2] + 0.07) + self.rng.uniform(0.0, 0.03)
-    self.plan = dict(grasp=g, yaw=yaw, travel=travel, obj_z0=float(sc.pose(self.obj)[0][2]))
+    need = corridor_top(lo, hi, eef, g, 0.07, z_floor=g[2]) + FINGER_BELOW + 0.02
+    want = max(need + 0.02, g[2] + 0.07) + self.rng.uniform(0.0, 0.03)
+    travel = max(need, g[2] + 0.05, min(want, self._max_z(g, 0.0)))
+    pos, rot = sc.pose(self.obj)
+    self.plan = dict(grasp=g, yaw=yaw, travel=travel, dir=math.atan2(u[1], u[0]), obj_z0=float(pos[2]), obj_pos=pos, obj_rot=rot)
 
-  def _place_plan(self, raw):
+  def _center(self, name) -> np.ndarray:
+    pos, rot = self.scene.pose(name)
+    llo, lhi = self.scene.local_box(name)
+    return pos + rot @ ((llo + lhi) / 2)
+
+  def _place_plan(self, raw, jitter: bool = True):
     """Where the object goes: xy of the target's centre, and the support height there."""
     sc = self.scene
     site = sc.site_pos(f"{self.target}_contain_region")
     tlo, thi = sc.geom_boxes(sc.geoms[self.target])
-    if site is not None:
-      xy = site[:2]
-    else:
-      pos, rot = sc.pose(self.target)
-      llo, lhi = sc.local_box(self.target)
-      xy = (pos + rot @ ((llo + lhi) / 2))[:2]
+    xy = site[:2] if site is not None else self._center(self.target)[:2]
     cover = (tlo[:, 0] <= xy[0]) & (thi[:, 0] >= xy[0]) & (tlo[:, 1] <= xy[1]) & (thi[:, 1] >= xy[1])
     support = float(thi[cover, 2].max()) if cover.any() else float(thi[:, 2].min())
-    xy = xy + self.rng.uniform(-1, 1, 2) * (0.006 if self.rim_grasp else 0.012)
+    if jitter:
+      xy = xy + self.place_jitter
     return xy, support
 
   # -- control ------------------------------------------------------------------------------
@@ -338,6 +399,7 @@ class PickPlaceExpert:
 
   def _goto(self, phase):
     self.phase, self.t_phase = phase, 0
+    self.history.clear()
 
   def act(self, raw) -> np.ndarray:
     """The next action for raw observation `raw`."""
@@ -348,9 +410,21 @@ class PickPlaceExpert:
     eef = np.asarray(raw["robot0_eef_pos"], float)
     obj_pos = sc.pose(self.obj)[0]
     olo, ohi = sc.box(self.obj)
-    width = float(raw["robot0_gripper_qpos"][0] - raw["robot0_gripper_qpos"][1])
-    yaw = p["yaw"]
 
+    if self.phase in ("approach", "descend"):
+      # the object may still be settling: follow it, and re-plan if it turned
+      pos, rot = sc.pose(self.obj)
+      if self.phase == "approach" and np.linalg.norm(mat2axisangle(rot @ p["obj_rot"].T)) > 0.08:
+        self._plan(raw)
+        p = self.plan
+      if self.phase == "descend" and np.linalg.norm(pos - p["pos0"]) > 0.015:
+        return self._regrasp(raw)     # pushed it while going down: back off and re-plan
+      shift = pos - p["obj_pos"]
+      p["grasp"], p["obj_pos"] = p["grasp"] + shift, pos
+      p["travel"] += max(shift[2], 0.0)
+      if self.phase == "approach":
+        p["pos0"] = pos
+    yaw = p["yaw"]
     if self.phase == "approach":
       tgt = np.array([p["grasp"][0], p["grasp"][1], p["travel"]])
       a, dist, err = self._servo(raw, tgt, yaw, OPEN)
@@ -364,7 +438,6 @@ class PickPlaceExpert:
       self.history.append(eef)
       stalled = len(self.history) > 6 and np.linalg.norm(self.history[-1] - self.history[-6]) < 0.003
       if dist < 0.006 or (stalled and abs(err[2]) < 0.03) or self.t_phase > 50:
-        self.history.clear()
         self._goto("close")
       return a
     if self.phase == "close":
@@ -376,15 +449,18 @@ class PickPlaceExpert:
         rad = 0.5 * float(np.linalg.norm(ohi[:2] - olo[:2])) + 0.02
         clear = corridor_top(lo, hi, obj_pos, xy, rad, z_floor=support)
         hang = eef[2] - olo[2]                      # grip site above the object's bottom
-        p["carry"] = max(clear + self.carry_margin, support + 0.05) + hang
+        need = max(clear + 0.02, support + 0.03) + hang         # must clear the way
+        want = max(clear + self.carry_margin, support + 0.05) + hang
+        p["carry"] = max(need, min(want, self._max_z(eef, 0.0), self._max_z(xy, 0.0)))
+        p["hang"] = hang
         p["lift_xy"] = eef[:2].copy()
         self._goto("lift")
       return a
     if self.phase == "lift":
       tgt = np.array([p["lift_xy"][0], p["lift_xy"][1], p["carry"]])
       a, dist, err = self._servo(raw, tgt, yaw, CLOSE)
-      lifted = obj_pos[2] - p["obj_z0"]
-      if self.t_phase > 6 and (width < 0.004 or (eef[2] - p["grasp"][2] > 0.05 and lifted < 0.02)):
+      rose = eef[2] - p["grasp"][2]
+      if rose > 0.04 and obj_pos[2] - p["obj_z0"] < rose - 0.03:   # not coming along
         return self._regrasp(raw)
       if abs(err[2]) < 0.015 or self.t_phase > 60:
         self._goto("transport")
@@ -406,10 +482,9 @@ class PickPlaceExpert:
         stalled = len(self.history) > 6 and np.linalg.norm(self.history[-1] - self.history[-6]) < 0.002
         if (abs(obj_err[2]) < 0.006 and np.linalg.norm(obj_err[:2]) < 0.012) or stalled \
             or self.t_phase > 60:
-          self.history.clear()
           self.hold = eef.copy()
           self._goto("release")
-      if self.phase in ("transport", "lower") and obj_pos[2] < p["obj_z0"] - 0.05 and width < 0.004:
+      if eef[2] - olo[2] > p["hang"] + 0.04:      # dropped on the way
         return self._regrasp(raw)
       return a
     if self.phase == "release":
@@ -417,7 +492,9 @@ class PickPlaceExpert:
       if self.t_phase >= self.open_steps:
         self._goto("retreat")
       return a
-    # retreat / done: back up and hold
+    # retreat / done: back up and hold; if the object did not end up in place, pick it again
+    if self.t_phase > 20 and not self.task.success():
+      return self._regrasp(raw)
     tgt = self.hold + np.array([0.0, 0.0, 0.08])
     a, _, _ = self._servo(raw, tgt, yaw, OPEN, vmax=0.6)
     return a
@@ -425,6 +502,8 @@ class PickPlaceExpert:
   def _regrasp(self, raw):
     """The grasp failed: open, back off upwards, re-plan from the object's new pose."""
     self.tries += 1
+    if self.plan is not None:
+      self.failed_dirs.append(self.plan["dir"])
     self.plan = None
     self.grasp_jitter = self.rng.uniform(-1.0, 1.0, 3) * np.array([0.003, 0.003, 0.002])
     self._goto("approach")
