@@ -417,6 +417,42 @@ def test_dropout_only_in_train_mode(name):
   np.testing.assert_array_equal(np.asarray(out), np.asarray(fwd(variables, x, t, c)))
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_dropout_16_bit_masks_rate_and_unbiased_scale(rate):
+  from decoupled_jax.nn import Dropout
+  x = jnp.ones((4, 1001, 3), jnp.float32)          # odd element count: the last word's half
+  rngs = {"dropout": jax.random.key(0, impl="unsafe_rbg")}
+  y = np.asarray(Dropout(rate).apply({}, x, deterministic=False, rngs=rngs))
+  thr = round(rate * 65536) / 65536                  # the effective rate (16-bit threshold)
+  assert abs(thr - rate) < 2 ** -17
+  frac = (y == 0).mean()
+  assert abs(frac - thr) < 4 * math.sqrt(thr * (1 - thr) / y.size)
+  np.testing.assert_allclose(np.unique(y[y != 0]), 1 / (1 - thr), rtol=1e-6)
+  # both halves of each word are used and independent of each other
+  words = y.reshape(-1)
+  n = words.size
+  lo, hi = words[: (n + 1) // 2][: n // 2] == 0, words[(n + 1) // 2:] == 0
+  assert abs(lo.mean() - hi.mean()) < 6 * math.sqrt(thr / n)
+  assert abs((lo & hi).mean() - thr * thr) < 6 * math.sqrt(thr * thr / n)
+  other = Dropout(rate).apply({}, x, deterministic=False,
+                              rngs={"dropout": jax.random.key(1, impl="unsafe_rbg")})
+  assert not np.array_equal(y, np.asarray(other))
+  np.testing.assert_array_equal(Dropout(rate).apply({}, x, deterministic=True), x)
+  xb = x.astype(jnp.bfloat16)
+  assert Dropout(rate).apply({}, xb, deterministic=False, rngs=rngs).dtype == jnp.bfloat16
+
+
+def test_gelu_is_torchs_erf_form():
+  from decoupled_jax.nn import gelu
+  x = np.linspace(-10, 10, 4001)
+  ref = x * 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+  np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x, jnp.float32))), ref, atol=2e-6,
+                             rtol=1e-6)
+  g = jax.vmap(jax.grad(gelu))(jnp.asarray(x, jnp.float32))
+  dref = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+  np.testing.assert_allclose(np.asarray(g), dref, atol=2e-6)
+
+
 def test_dp_c_layout_keeps_horizon_and_rejects_bad_lengths():
   model, variables, fwd, (x, t, c) = _small("dp_c")
   assert fwd(variables, x, t, c).shape == (2, 16, DA)

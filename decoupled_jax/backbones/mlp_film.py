@@ -9,7 +9,7 @@ import jax
 from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, StepEncoder, broadcast_timesteps,
                                             global_condition)
-from decoupled_jax.nn import LayerNorm, ParallelLinear, TorchLinear, gelu, mish
+from decoupled_jax.nn import Dropout, LayerNorm, ParallelLinear, TorchLinear, gelu, mish
 
 __all__ = ["FiLMMLPBlock", "MLPForDiffusion"]
 
@@ -29,11 +29,11 @@ class FiLMMLPBlock(nn.Module):
     det = not train
     d_model = x.shape[-1]
     h = gelu(TorchLinear(self.d_ff, name="linear1")(x))
-    h = nn.Dropout(self.dropout)(h, deterministic=det)
+    h = Dropout(self.dropout)(h, deterministic=det)
     embed = TorchLinear(2 * self.d_ff, name="cond_film")(mish(g))[:, None, :]
     h = embed[..., : self.d_ff] * h + embed[..., self.d_ff:]
     h = TorchLinear(d_model, name="linear2")(h)
-    h = nn.Dropout(self.dropout)(h, deterministic=det)
+    h = Dropout(self.dropout)(h, deterministic=det)
     return LayerNorm(name="norm")(x + h)
 
 
@@ -63,7 +63,7 @@ class MLPForDiffusion(ActionExpert):
     t = broadcast_timesteps(t, b)
     g = global_condition(StepEncoder(self.n_emb, name="step_encoder")(t), cond)
     h = ParallelLinear(self.n_emb, name="input_emb")(x)
-    h = nn.Dropout(self.emb_dropout)(h, deterministic=not train)
+    h = Dropout(self.emb_dropout)(h, deterministic=not train)
     for i in range(self.n_layer):
       h = FiLMMLPBlock(4 * self.n_emb, self.dropout, name=f"block_{i}")(h, g, train=train)
     h = LayerNorm(name="ln_f")(h)

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from decoupled_jax.backbones.base import ActionExpert
 from decoupled_jax.backbones.common import (COND_PREFIX_PATTERN, POS_EMB_PATTERN, StepEncoder,
                                             broadcast_timesteps, global_condition)
-from decoupled_jax.nn import (LayerNorm, MultiHeadAttention, causal_mask, gelu, initializers as
-                              inits, mish, normal_linear, sinusoidal_embedding)
+from decoupled_jax.nn import (Dropout, LayerNorm, MultiHeadAttention, causal_mask, gelu,
+                              initializers as inits, mish, normal_linear, sinusoidal_embedding)
 
 __all__ = [
     "TokenMLP", "TransformerDecoderLayer", "TransformerEncoderLayer", "FiLMDecoderLayerT",
@@ -73,7 +73,7 @@ def _ffn(x, d_ff, dropout, det):
   """The torch layer's ``_ff_block`` minus its trailing dropout; creates ``linear1``/``linear2``
   in the calling module's scope (so paths read 'layer_0/linear1/kernel')."""
   h = gelu(normal_linear(d_ff, name="linear1")(x))
-  h = nn.Dropout(dropout)(h, deterministic=det)
+  h = Dropout(dropout)(h, deterministic=det)
   return normal_linear(x.shape[-1], name="linear2")(h)
 
 
@@ -90,7 +90,7 @@ class TransformerDecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, memory, self_mask=None, mem_mask=None, *, train: bool = False):
     det = not train
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
+    drop = lambda h: Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
     h = LayerNorm(name="norm1")(x)
     x = x + drop(MultiHeadAttention(self.n_head, self.dropout, name="self_attn")(
         h, h, h, self_mask, deterministic=det))
@@ -114,7 +114,7 @@ class TransformerEncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, *, train: bool = False):
     det = not train
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
+    drop = lambda h: Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
     h = LayerNorm(name="norm1")(x)
     x = x + drop(MultiHeadAttention(self.n_head, self.dropout, name="self_attn")(
         h, h, h, mask, deterministic=det))
@@ -142,7 +142,7 @@ class FiLMDecoderLayerT(nn.Module):
   def __call__(self, x, g, self_mask=None, *, train: bool = False):
     det = not train
     e = x.shape[-1]
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
+    drop = lambda h: Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
     film_sa = normal_linear(2 * e, name="cond_film_self_attn")
     film_ffn = normal_linear(2 * e, name="cond_film_ffn")
     cross_attn = MultiHeadAttention(self.n_head, self.dropout, name="cross_attn")
@@ -178,7 +178,7 @@ def action_tokens(module: nn.Module, x: jax.Array, n_emb: int, emb_dropout: floa
   horizon = x.shape[1]
   tok = normal_linear(n_emb, name="input_emb")(x)
   pos = module.param("pos_emb", inits.normal(0.02), (1, horizon, n_emb))
-  return nn.Dropout(emb_dropout)(tok + pos, deterministic=not train)
+  return Dropout(emb_dropout)(tok + pos, deterministic=not train)
 
 
 def condition_tokens(module: nn.Module, t: jax.Array, cond: Optional[jax.Array], n_emb: int,
@@ -191,7 +191,7 @@ def condition_tokens(module: nn.Module, t: jax.Array, cond: Optional[jax.Array],
     tokens = jnp.concatenate([tokens, obs], axis=1)
   n_tok = tokens.shape[1]
   pos = module.param("cond_pos_emb", inits.normal(0.02), (1, n_tok, n_emb))
-  h = nn.Dropout(emb_dropout)(tokens + pos, deterministic=not train)
+  h = Dropout(emb_dropout)(tokens + pos, deterministic=not train)
   return TokenMLP(name="cond_encoder")(h)
 
 

@@ -14,7 +14,7 @@ from decoupled_jax.backbones.transformer import (TRANSFORMER_NO_WEIGHT_DECAY_PAT
                                                  TransformerEncoderLayer, _ffn, action_tokens,
                                                  condition_tokens, cross_attn_forward, output_head,
                                                  prefix_mask)
-from decoupled_jax.nn import (LayerNorm, MultiHeadAttention, RMSNorm, causal_mask, mish,
+from decoupled_jax.nn import (Dropout, LayerNorm, MultiHeadAttention, RMSNorm, causal_mask, mish,
                               normal_linear, zero_linear)
 from decoupled_jax.nn import initializers as inits
 from decoupled_jax.nn.layers import TorchLinear
@@ -56,7 +56,7 @@ class CondDecoderLayer(nn.Module):
     det = not train
     e = x.shape[-1]
     m = self.conditioning
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
+    drop = lambda h: Dropout(self.dropout)(h, deterministic=det)  # noqa: E731
     attn = MultiHeadAttention(self.n_head, self.dropout, name="self_attn")
 
     def sa(q, k=None, v=None):
