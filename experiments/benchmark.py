@@ -125,7 +125,8 @@ def timed(fn, reps):
 
 
 def build_train_step(arch, mode, batch):
-  """(policy, state, jitted step, batch data, key, init seconds) at the stage-2 shapes."""
+  """(config, policy, state, jitted step, batch data, key, init seconds, optimizer) at the
+  stage-2 shapes."""
   cfg = make_config(arch, mode)
   horizon = config_lib.default_horizon(arch)
   policy = policy_from_config(cfg, lowdim_keys=("features",))
@@ -147,7 +148,7 @@ def build_train_step(arch, mode, batch):
                                                 jnp.float32)},
                 "actions": jnp.asarray(rng.uniform(-1, 1, (batch, horizon, 10)), jnp.float32)}
   # The trainer's key (config.rng_impl): dropout bits as training draws them.
-  return cfg, policy, state, step, batch_data, trainer.run_key(cfg), init_s
+  return cfg, policy, state, step, batch_data, trainer.run_key(cfg), init_s, tx
 
 
 def step_flops(compiled) -> float:
@@ -218,6 +219,45 @@ def _hlo_op_kinds(hlo_text: str) -> dict:
   return out
 
 
+def stream_rate(n: int = 1 << 26, reps: int = 5) -> float:
+  """Bytes/s of a jitted a * s + b over float32 arrays of n elements (two reads, one write):
+  the memory bandwidth an elementwise pass over parameters gets in this process."""
+  a = jnp.ones((n,), jnp.float32)
+  b = jnp.ones((n,), jnp.float32)
+  f = jax.jit(lambda x, y: x * 1.0001 + y)
+  jax.block_until_ready(f(a, b))
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a, b))
+    best = min(best, time.perf_counter() - t0)
+  return 3 * 4 * n / best
+
+
+def optimizer_ms(cfg, state, tx, reps: int = 5) -> float:
+  """Milliseconds of the train step's parameter update alone: AdamW on the trainable leaves,
+  apply, and the EMA (train_state.make_train_step's tail), with stand-in gradients."""
+  import optax
+  from decoupled_jax.training import ema as ema_lib, partition
+
+  def update(state):
+    trainable, frozen = partition.split(state.params, state.frozen)
+    grads = jax.tree.map(lambda p: p * 1e-3, trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    ema = ema_lib.ema_update(state.ema, trainable, state.step, power=cfg.ema.power,
+                             max_decay=cfg.ema.max_decay)
+    return trainable, opt_state, ema
+
+  f = jax.jit(update)
+  jax.block_until_ready(f(state))
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = f(state)
+  jax.block_until_ready(out)
+  return 1000 * (time.perf_counter() - t0) / reps
+
+
 def op_profile(run, hlo_text: str, top: int = 10) -> dict:
   """Per-op time of `run()` (a few train steps) from a jax.profiler trace: the XLA:CPU
   thunk events summed by instruction name, with each instruction's kind (`_hlo_op_kinds`),
@@ -254,7 +294,7 @@ def op_profile(run, hlo_text: str, top: int = 10) -> dict:
 
 
 def bench_train(arch, mode, batch, peak):
-  cfg, policy, state, step, batch_data, key, init_s = build_train_step(arch, mode, batch)
+  cfg, policy, state, step, batch_data, key, init_s, tx = build_train_step(arch, mode, batch)
   horizon = config_lib.default_horizon(arch)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch_data, key).compile()
@@ -277,12 +317,13 @@ def bench_train(arch, mode, batch, peak):
     ops = op_profile(run, compiled.as_text())
   n_params = count_params(state.params)
   n_train = count_params(state.ema)
+  opt_ms = optimizer_ms(cfg, state, tx)
   ref = REFERENCE.get((arch, batch, mode))
   return {"backbone": arch, "mode": mode, "batch": batch, "horizon": horizon,
           "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "samples_per_s": batch / step_s,
           "compile_s": compile_s, "init_s": init_s, "params": n_params, "trainable": n_train,
           "gflop_per_step": flops / 1e9, "gflops": flops / step_s / 1e9,
-          "peak_fraction": flops / step_s / peak, "profile": ops,
+          "peak_fraction": flops / step_s / peak, "profile": ops, "optimizer_ms": opt_ms,
           "pytorch_step_ms": None if ref is None else 1000 * ref,
           "speedup_vs_pytorch": None if ref is None else ref / step_s}, (policy, state, cfg)
 
@@ -290,7 +331,7 @@ def bench_train(arch, mode, batch, peak):
 def compile_probe(cache_dir: str) -> dict:
   """Lower + compile the DP-C normal train step with `cache_dir` as the persistent cache."""
   cli.enable_compilation_cache(cache_dir)
-  _, _, state, step, batch_data, key, _ = build_train_step("dp_c", "normal", FLAGS.dpc_batch)
+  _, _, state, step, batch_data, key, _, _ = build_train_step("dp_c", "normal", FLAGS.dpc_batch)
   t0 = time.perf_counter()
   lowered = step.lower(state, batch_data, key)
   t1 = time.perf_counter()
@@ -430,13 +471,14 @@ def main(argv):
   REFERENCE.update(torch_reference())
   print(f"JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}; "
         f"{FLAGS.steps} timed steps per row, compile excluded")
-  peak = gemm_rate()
-  print(f"fp32 GEMM rate (jitted 2048^3 matmul, this process): {peak / 1e9:.1f} GFLOP/s")
+  peak, stream = gemm_rate(), stream_rate()
+  print(f"fp32 GEMM rate (jitted 2048^3 matmul, this process): {peak / 1e9:.1f} GFLOP/s; "
+        f"memory bandwidth of an elementwise pass: {stream / 1e9:.1f} GB/s")
   results = {"train": [], "sampling": {}, "loader": None, "device": str(jax.devices()[0]),
-             "gemm_gflops": peak / 1e9}
+             "gemm_gflops": peak / 1e9, "stream_gbps": stream / 1e9}
   header = (f"{'backbone':<10} {'mode':<10} {'B':>3} {'step ms':>9} {'steps/s':>8} "
             f"{'samples/s':>10} {'compile s':>9} {'trainable/total':>22} {'GFLOP/s':>8} "
-            f"{'of peak':>7} {'PyTorch ms':>10} {'speedup':>8}")
+            f"{'of peak':>7} {'optim ms':>8} {'PyTorch ms':>10} {'speedup':>8}")
   print(header)
   print("-" * len(header))
   normal_state = {}
@@ -453,7 +495,8 @@ def main(argv):
       print(f"{arch:<10} {mode:<10} {batch:>3} {row['step_ms']:>9.1f} {row['steps_per_s']:>8.2f} "
             f"{row['samples_per_s']:>10.1f} {row['compile_s']:>9.1f} "
             f"{row['trainable']:>10,}/{row['params']:<11,} {row['gflops']:>8.1f} "
-            f"{100 * row['peak_fraction']:>6.0f}% {ref:>10} {sp:>8}", flush=True)
+            f"{100 * row['peak_fraction']:>6.0f}% {row['optimizer_ms']:>8.1f} {ref:>10} {sp:>8}",
+            flush=True)
       if row["profile"]:
         print("    op time by kind: " + ", ".join(
             f"{k} {100 * v:.0f} %" for k, v in row["profile"]["by_kind"].items()), flush=True)
@@ -483,7 +526,7 @@ def main(argv):
           + f"; the fastest train step consumes {fastest:.1f} batches/s")
   if FLAGS.checkpoint_stall:
     if "dp_c" not in normal_state:
-      _, _, normal_state["dp_c"], _, _, _, _ = build_train_step("dp_c", "normal", FLAGS.dpc_batch)
+      normal_state["dp_c"] = build_train_step("dp_c", "normal", FLAGS.dpc_batch)[2]
     st = results["checkpoint_stall"] = bench_checkpoint_stall(normal_state.pop("dp_c"))
     print(f"checkpoint of the DP-C TrainState ({st['params']:,} params + optimizer state + EMA): "
           f"synchronous save blocks {st['sync']['stall_s']:.2f} s; asynchronous blocks "

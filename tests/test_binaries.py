@@ -180,3 +180,20 @@ def test_stage2_trains_from_rlds_and_lerobot_with_the_hdf5_losses(tmp_path):
   run_binary("pretrain.py", pcfg, "--config.data.format=rlds", f"--workdir={tmp_path / 's1'}")
   s = json.load(open(tmp_path / "s1" / "summary.json"))
   assert s["stage"] == "pretrain" and s["steps"] == 4
+
+
+@pytest.mark.slow
+def test_benchmark_binary_reports_flops_profile_and_optimizer_time(tmp_path):
+  """benchmark.py end to end for one small configuration: the FLOP count matches the model's
+  arithmetic, the profile attributes time to matmuls, the optimizer is timed."""
+  out = tmp_path / "bench.json"
+  run_binary("benchmark.py", "--backbones=dp_t_film", "--modes=decoupled", "--steps=1",
+             "--nosampling", "--noloader", "--profile", f"--output={out}")
+  r = json.load(open(out))
+  row, = r["train"]
+  assert r["gemm_gflops"] > 1 and r["stream_gbps"] > 0.1
+  assert row["trainable"] < row["params"] and 1 < row["gflop_per_step"] < 100
+  assert 0 < row["peak_fraction"] < 1.5 and row["optimizer_ms"] > 0
+  kinds = row["profile"]["by_kind"]
+  assert abs(sum(kinds.values()) - 1) < 1e-6 and kinds.get("matmul", 0) > 0.1, kinds
+  assert all(t["kind"] in kinds for t in row["profile"]["top"])
