@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= workdirs/quickstart
 
-.PHONY: setup demo test test-slow benchmark libero-env libero clean
+.PHONY: setup demo test test-slow benchmark libero-env libero colab-archive clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ libero-env: $(LIBERO_VENV)/.installed
 LIBERO_CONFIG ?= configs/libero.py
 libero: setup libero-env
 	MUJOCO_GL=egl $(PY) experiments/libero_chain.py --config=$(LIBERO_CONFIG) --workdir=workdirs/libero --libero_python=$(LIBERO_PY)
+
+# A source archive to upload to a Colab runtime (colab/quickstart.ipynb's install cell).
+colab-archive:
+	mkdir -p dist && git archive --format=tar.gz --prefix=decoupled_jax/ -o dist/decoupled_jax-src.tar.gz HEAD
+	@echo "dist/decoupled_jax-src.tar.gz: upload it when colab/quickstart.ipynb asks"
 
 clean:
 	rm -rf $(VENV) $(LIBERO_VENV) workdirs
