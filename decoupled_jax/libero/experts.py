@@ -20,9 +20,11 @@ episode). Orientation: the gripper is kept pointing down; its yaw is servoed to 
 the object geometry: bowls (libero_spatial) are grasped on the rim, one finger inside, closing
 radially; boxes/bottles/cans (libero_object) are grasped around the body, closing along the
 narrower horizontal side (cylinders: any yaw), at a height from the object's extent (low enough
-for a firm grip, high enough that the palm clears the top). Among candidate yaws the one whose
-fingers and hand keep most clearance from the other objects wins. Demonstration diversity: a
-seeded per-episode RNG perturbs grasp offsets and yaw choice, speeds, gains, carry margins,
+for a firm grip, high enough that the palm clears the top). Candidates are scored by the
+clearance of the open gripper lowered straight down onto them (the fingers' hulls, sampled from
+the live model, and the hand's box against the other objects' oriented boxes, overhangs
+included) and by the free room beside the object where the outer finger goes. Demonstration
+diversity: a seeded per-episode RNG perturbs grasp offsets and yaw choice, speeds, gains, carry margins,
 release heights and hold durations, plus small action noise (same seed -> same actions).
 """
 from __future__ import annotations
@@ -32,25 +34,26 @@ from typing import Optional
 
 import numpy as np
 
-EXPERT_NAME = "decoupled_jax.libero.experts.PickPlaceExpert/v1"
+EXPERT_NAME = "decoupled_jax.libero.experts.PickPlaceExpert/v2"
 SUPPORTED_SUITES = ("libero_spatial", "libero_object")
 
 OPEN, CLOSE = -1.0, 1.0
 POS_SCALE = 0.05          # controller output_max for position (m per unit action)
 ROT_SCALE = 0.5           # controller output_max for rotation (rad per unit action)
-# Panda gripper collision geometry relative to the grip site (gripper open, pointing down),
-# from robosuite's meshes (MuJoCo collides their convex hulls): (from, to) along the closing
-# axis, +-tangent half width, (from, to) in z. The fingertips are 1.2 cm below the grip site;
-# the hand's hull reaches down to 3 cm above it across its whole 21 cm width.
+# Panda gripper geometry relative to the grip site (gripper open, pointing down), from
+# robosuite's meshes (MuJoCo collides their convex hulls): the fingertips are 1.2 cm below the
+# grip site; the hand's hull reaches down to 3 cm above it across its whole 21 cm width. The
+# fingers' hulls are sampled from the live model (`_finger_points`); the hand is a box:
+# (from, to) along the closing axis, +-tangent half width, (from, to) in z.
 FINGER_BELOW = 0.012
 PALM_ABOVE = 0.030
-GRIPPER_BOXES = (((0.037, 0.055), 0.010, (-0.013, 0.015)),    # fingertip
-                 ((0.039, 0.066), 0.012, (0.015, 0.030)),     # finger, flaring out
-                 ((-0.106, 0.106), 0.036, (0.030, 0.150)))    # hand
+HAND_BOX = ((-0.106, 0.106), 0.036, (0.030, 0.150))
 WRIST_ABOVE = 0.21        # the Panda's wrist centre above the grip site (gripper pointing down)
 SHOULDER_ABOVE = 0.333    # the shoulder (joint 2) above the robot's base
 MAX_REACH = 0.745         # shoulder-to-wrist distance kept for travel heights; the elbow locks
                           # straight near 0.77 and the arm then crawls
+K_INT = 2.0               # leaky-integral gain (action per metre-step of error)
+INT_LEAK = 0.85
 REACH_SOFT = 0.72         # grasp / place poses beyond this are penalised
 
 
@@ -191,12 +194,6 @@ class Scene:
       return None
 
 
-def _xy_dist_to_boxes(pts, lo, hi) -> np.ndarray:
-  """(P, N) xy distances from points (P, 2) to axis-aligned rectangles lo/hi (N, 3)."""
-  d = np.maximum(np.maximum(lo[None, :, :2] - pts[:, None], pts[:, None] - hi[None, :, :2]), 0.0)
-  return np.linalg.norm(d, axis=-1)
-
-
 def obb_distance(pts, ctr, rot, half) -> np.ndarray:
   """(P,) distance from each point to the nearest of N oriented boxes."""
   q = np.einsum("nji,pnj->pni", rot, pts[:, None, :] - ctr[None])   # (P, N, 3) box frames
@@ -204,14 +201,39 @@ def obb_distance(pts, ctr, rot, half) -> np.ndarray:
   return d.min(1)
 
 
-def corridor_top(lo, hi, p0, p1, radius, z_floor=-np.inf) -> float:
-  """The highest obstacle top within `radius` (xy) of the segment p0 -> p1 (z_floor if none)."""
-  if not len(lo):
-    return z_floor
-  n = max(2, int(np.linalg.norm(np.asarray(p1[:2]) - p0[:2]) / 0.01) + 1)
-  pts = np.linspace(np.asarray(p0[:2], float), np.asarray(p1[:2], float), n)
-  near = (_xy_dist_to_boxes(pts, lo, hi) < radius).any(0)
-  return float(max(z_floor, hi[near, 2].max())) if near.any() else z_floor
+def column_top(xy, z0: float, z1: float, ctr, rot, half, margin: float = 0.0) -> np.ndarray:
+  """(P,) the highest z in [z0, z1] at which the vertical line above each xy point (P, 2)
+  meets one of N oriented boxes (grown by `margin`); -inf where it meets none. A part of the
+  gripper going straight down over that point stops there."""
+  if not len(ctr):
+    return np.full(len(xy), -np.inf)
+  p0 = np.concatenate([np.asarray(xy, float), np.full((len(xy), 1), z0)], 1)
+  d = np.einsum("nji,pnj->pni", rot, p0[:, None, :] - ctr[None])         # (P, N, 3)
+  e = rot[:, 2, :][None]                                                  # box-frame up
+  h = half[None] + margin
+  flat = np.abs(e) < 1e-9
+  with np.errstate(divide="ignore", invalid="ignore"):
+    a = np.where(flat, 0.0, (-h - d) / np.where(flat, 1.0, e))
+    b = np.where(flat, 0.0, (h - d) / np.where(flat, 1.0, e))
+  inside = np.abs(d) <= h
+  lo = np.where(flat, np.where(inside, -np.inf, np.inf), np.minimum(a, b)).max(-1)
+  hi = np.where(flat, np.where(inside, np.inf, -np.inf), np.maximum(a, b)).min(-1)
+  hit = (lo <= hi) & (hi >= 0) & (lo <= z1 - z0)
+  top = np.where(hit, z0 + np.minimum(hi, z1 - z0), -np.inf)
+  return top.max(1)
+
+
+def corridor_top(obbs, p0, p1, radius: float, z_floor: float) -> float:
+  """The highest obstacle surface (OBBs) under a disc of `radius` swept from p0 to p1 (xy),
+  between z_floor and 1 m above it; z_floor if there is none."""
+  n = max(2, int(np.linalg.norm(np.asarray(p1[:2]) - p0[:2]) / 0.015) + 1)
+  path = np.linspace(np.asarray(p0[:2], float), np.asarray(p1[:2], float), n)
+  ang = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+  disc = np.concatenate([[[0.0, 0.0]], 0.5 * radius * np.stack([np.cos(ang[::2]), np.sin(ang[::2])], 1),
+                         radius * np.stack([np.cos(ang), np.sin(ang)], 1)])
+  xy = (path[:, None] + disc[None]).reshape(-1, 2)
+  top = column_top(xy, z_floor, z_floor + 1.0, *obbs)
+  return float(max(z_floor, top.max())) if len(top) else z_floor
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,6 +252,8 @@ class PickPlaceExpert:
     self.obj, self.target = task.objects[0], task.objects[1]
     self.rim_grasp = "bowl" in self.obj
     self.shoulder = np.asarray(task.env.env.robots[0].base_pos, float) + [0.0, 0.0, SHOULDER_ABOVE]
+    self.finger_points = self._finger_points()
+    self.foot = self._footprint(self.finger_points)
     self.rng = np.random.default_rng(seed)
     r = self.rng
     # per-episode style (demonstration diversity)
@@ -237,7 +261,7 @@ class PickPlaceExpert:
     self.k_pos = r.uniform(18.0, 28.0)          # action per metre of error
     self.k_rot = r.uniform(1.6, 2.4)            # action per radian of error
     self.noise = r.uniform(0.0, 0.04)
-    self.carry_margin = r.uniform(0.035, 0.06)
+    self.carry_margin = r.uniform(0.05, 0.08)
     self.release_h = r.uniform(0.008, 0.02) if self.rim_grasp else r.uniform(0.015, 0.035)
     self.close_steps = int(r.integers(9, 13))
     self.open_steps = int(r.integers(5, 9))
@@ -247,7 +271,9 @@ class PickPlaceExpert:
     self.plan = None
     self.hold = None
     self.history: list[np.ndarray] = []
+    self.i_err = np.zeros(3)                # integral of the position error (this phase)
     self.failed_dirs: list[float] = []      # closing directions of grasps that failed
+    self.debug: Optional[list] = None       # set to [] to collect the grasp scores
 
   # -- planning -----------------------------------------------------------------------------
   def _reach(self, p) -> float:
@@ -285,7 +311,7 @@ class PickPlaceExpert:
             p_l[k] = top_l
             g = pos + rot @ p_l - np.array([0.0, 0.0, depth])
             g[2] = max(g[2], wlo[2] + FINGER_BELOW + 0.006)
-            cost = 0.3 * (0.022 - depth) + 0.2 * (inset - 0.007)
+            cost = 0.6 * (0.022 - depth) + 0.2 * (inset - 0.007)
             out.append((g, u[:2], wrap_half(ang - math.pi / 2), cost))
       return out
     k = int(np.argmax(np.abs(rot[2])))
@@ -312,36 +338,110 @@ class PickPlaceExpert:
                     0.02 * rank))
     return out
 
-  def _clearance(self, g, u, obbs, inner_free: bool) -> float:
-    """Smallest distance from the open gripper at grasp point g (closing along u) to obstacles
-    (OBBs). inner_free: the finger on the -u side is inside the grasped object (a bowl)."""
+  def _finger_points(self) -> np.ndarray:
+    """Points filling finger 1's collision hull (vertices and pairwise midpoints), as
+    (along the closing axis, tangent, up) offsets from the grip site; finger 1 is on the +
+    side. Taken from the live (open, top-down) gripper."""
+    import mujoco
+    m, d = self.scene.m, self.scene.d
+    site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")
+    f1 = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "gripper0_leftfinger")
+    f2 = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "gripper0_rightfinger")
+    geom = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "gripper0_finger1_collision")
+    if min(site, f1, f2, geom) < 0 or m.geom_dataid[geom] < 0:
+      return np.array([[a, b, z] for a in (0.037, 0.053) for b in (-0.011, 0.011)
+                       for z in (-0.013, 0.03)] + [[0.064, b, z] for b in (-0.011, 0.011)
+                                                   for z in (0.02, 0.03)])
+    mesh = m.geom_dataid[geom]
+    v = np.asarray(m.mesh_vert[m.mesh_vertadr[mesh]:m.mesh_vertadr[mesh] + m.mesh_vertnum[mesh]])
+    w = v @ np.asarray(d.geom_xmat[geom]).reshape(3, 3).T + d.geom_xpos[geom] - d.site_xpos[site]
+    c = np.asarray(d.xpos[f1] - d.xpos[f2], float)
+    c[2] = 0.0
+    c /= max(np.linalg.norm(c), 1e-9)
+    t = np.array([-c[1], c[0], 0.0])
+    local = np.stack([w @ c, w @ t, w[:, 2]], 1)
+    local = local[local[:, 2] < PALM_ABOVE + 0.005]       # the rest is inside the hand
+    i, j = np.triu_indices(len(local), 1)
+    return np.concatenate([local, (local[i] + local[j]) / 2])
+
+  @staticmethod
+  def _footprint(points, cell: float = 0.003) -> np.ndarray:
+    """(a, b, lowest z) per `cell`-sized xy cell of a point cloud (a finger's hull)."""
+    keys = np.round(points[:, :2] / cell).astype(int)
+    out = {}
+    for k, p in zip(map(tuple, keys), points):
+      if k not in out or p[2] < out[k][2]:
+        out[k] = (k[0] * cell, k[1] * cell, p[2])
+    return np.array(sorted(out.values()))
+
+  def _descent_clearance(self, g, u, obbs, inner_free: bool, z0: float, z1: float):
+    """The open gripper lowered straight down to grasp xy g (closing along u): (hard, soft)
+    clearances relative to the grip site's height (add it), i.e. min over the fingers' and
+    the hand's footprints of (their lowest point there - the highest obstacle in [z0, z1]
+    under it). An overhang (a cabinet top over a drawer) counts: the gripper has to
+    pass it. Hard: obstacles grown by 2 mm under the fingertips, shrunk by 3 mm under the
+    fingers' flared upper part (grazing a thin wall's edge with it is harmless), and grown by
+    5 mm under the hand (its sample points are <= 9 mm apart); soft: everything
+    grown by 6 mm."""
+    u = np.asarray(u) / max(np.linalg.norm(u), 1e-9)
+    t = np.array([-u[1], u[0]])
+    f = self.foot                     # (a, b, lowest z) of finger 1's footprint
+    xy, low = [g[:2] + f[:, :1] * u + f[:, 1:2] * t], [f[:, 2]]
+    if not inner_free:                # finger 2: finger 1 turned half a turn
+      xy.append(g[:2] - f[:, :1] * u - f[:, 1:2] * t)
+      low.append(f[:, 2])
+    (a0, a1), ht, (hz, _) = HAND_BOX
+    a, b = np.meshgrid(np.linspace(a0, a1, 25), np.linspace(-ht, ht, 5))   # <= 9 mm apart
+    hand_xy = g[:2] + a.reshape(-1, 1) * u + b.reshape(-1, 1) * t
+    xy, low = np.concatenate(xy), np.concatenate(low)
+    tip = low < 0.008
+    hard = np.concatenate([
+        low[tip] - column_top(xy[tip], z0, z1, *obbs, margin=0.002),
+        low[~tip] - column_top(xy[~tip], z0, z1, *obbs, margin=-0.003),
+        hz - column_top(hand_xy, z0, z1, *obbs, margin=0.005)]).min()
+    soft = np.concatenate([low - column_top(xy, z0, z1, *obbs, margin=0.006),
+                           hz - column_top(hand_xy, z0, z1, *obbs, margin=0.006)]).min()
+    return float(hard), float(soft)
+
+  def _free_gap(self, ctr, radius, z, u, obbs) -> float:
+    """Free room (m, up to 6 cm) beyond the object's side along u at height z: where the
+    outer finger goes."""
     if not len(obbs[0]):
-      return np.inf
+      return 0.06
     u = np.append(np.asarray(u) / max(np.linalg.norm(u), 1e-9), 0.0)
     t = np.array([-u[1], u[0], 0.0])
-    pts = []
-    for (a0, a1), ht, (z0, z1) in GRIPPER_BOXES:
-      for sign in (1.0, -1.0):
-        if sign < 0 and (inner_free or a0 < 0):
-          continue
-        a, b, h = np.meshgrid(np.linspace(a0, a1, 3), np.linspace(-ht, ht, 3), np.linspace(z0, z1, 4))
-        pts.append(g + sign * a.reshape(-1, 1) * u + b.reshape(-1, 1) * t
-                   + h.reshape(-1, 1) * np.array([0.0, 0.0, 1.0]))
-    return float(obb_distance(np.concatenate(pts), *obbs).min())
+    steps = np.arange(0.0, 0.0601, 0.004)
+    pts = np.concatenate([ctr + np.outer(radius + steps, u) + off * t + [0.0, 0.0, dz]
+                          for off in (-0.01, 0.0, 0.01) for dz in (0.0, 0.015)])
+    pts[:, 2] = pts[:, 2] - ctr[2] + z
+    hit = (obb_distance(pts, *obbs) < 0.002).reshape(6, len(steps)).any(0)
+    return float(steps[np.argmax(hit)]) if hit.any() else 0.06
 
   def _plan(self, raw):
     sc = self.scene
-    lo, hi = sc.obstacles(exclude=(self.obj,))
     obbs = sc.obstacle_obbs(exclude=(self.obj,), near=sc.pose(self.obj)[0], radius=0.3)
     cands = self._grasp_candidates()
     yaw_now = self._yaw(raw)
     scores = []
     obj_ctr = self._center(self.obj)
     place_xy, support = self._place_plan(raw, jitter=False)
-    olo, _ = sc.box(self.obj)
+    olo, ohi = sc.box(self.obj)
+    radius = 0.5 * float(np.min(ohi[:2] - olo[:2]))
+    gaps, descent = {}, {}
+    zs = [c[0][2] for c in cands]
+    z0, z1 = min(zs) - 0.1, max(zs) + 0.15
     for g, u, yaw, cost in cands:
-      c = self._clearance(g, u, obbs, inner_free=self.rim_grasp)
-      c = min(c, 0.012) - (0.05 if c < 0.0015 else 0.0)
+      # the footprint depends on the grasp's xy only: one obstacle query per (direction, inset)
+      key = (round(g[0], 5), round(g[1], 5))
+      if key not in descent:
+        descent[key] = self._descent_clearance(g, u, obbs, self.rim_grasp, z0, z1)
+      hard, soft = descent[key][0] + g[2], descent[key][1] + g[2]
+      c = (min(hard, 0.01) - (0.05 if hard < 0.0 else 0.0)
+           - (0.005 if soft < 0.0 else 0.0))
+      ukey = (round(u[0], 6), round(u[1], 6))
+      if ukey not in gaps:
+        gaps[ukey] = self._free_gap(obj_ctr, radius, g[2], u, obbs)
+      c += 0.3 * min(gaps[ukey], 0.05)
       turn = abs(wrap_half(yaw - 0.0))
       # where the grip site will be when the object is put down (the grasp offset is kept)
       at_place = np.append(place_xy + g[:2] - obj_ctr[:2], support + 0.02 + g[2] - olo[2])
@@ -350,11 +450,15 @@ class PickPlaceExpert:
       tried = sum(abs(math.remainder(ang - a, 2 * math.pi)) < 0.45 for a in self.failed_dirs)
       scores.append(c - 0.006 * turn - cost - 2.0 * over - 0.01 * tried
                     + self.rng.uniform(0, 0.004) - 0.002 * abs(wrap_half(yaw - yaw_now)))
+      if self.debug is not None:
+        self.debug.append(dict(score=scores[-1], ang=math.degrees(ang), z=g[2], hard=hard,
+                               soft=soft, gap=gaps[ukey], over=over, cost=cost, turn=turn))
     i = int(np.argmax(scores))
     g, u, yaw, _ = cands[i]
     g = g + self.grasp_jitter
     eef = raw["robot0_eef_pos"]
-    need = corridor_top(lo, hi, eef, g, 0.07, z_floor=g[2]) + FINGER_BELOW + 0.02
+    need = corridor_top(sc.obstacle_obbs(exclude=(self.obj,)), eef, g, 0.07, g[2]) \
+        + FINGER_BELOW + 0.03
     want = max(need + 0.02, g[2] + 0.07) + self.rng.uniform(0.0, 0.03)
     travel = max(need, g[2] + 0.05, min(want, self._max_z(g, 0.0)))
     pos, rot = sc.pose(self.obj)
@@ -387,7 +491,11 @@ class PickPlaceExpert:
     err = np.asarray(target, float) - raw["robot0_eef_pos"]
     a = np.zeros(7)
     v = self.vmax if vmax is None else vmax
-    a[:3] = np.clip(err * self.k_pos, -v, v)
+    # a leaky integral near the target: pushes through the arm's stiction (small OSC deltas
+    # do not move it, leaving mm-level offsets) without winding up on long moves
+    near = np.linalg.norm(err) < 0.03
+    self.i_err = INT_LEAK * self.i_err + err * near
+    a[:3] = np.clip(err * self.k_pos + K_INT * self.i_err, -v, v)
     r_goal = rot_z(yaw) @ R_DOWN
     r_cur = quat2mat(raw["robot0_eef_quat"])
     a[3:6] = np.clip(mat2axisangle(r_goal @ r_cur.T) * self.k_rot, -1.0, 1.0)
@@ -400,6 +508,7 @@ class PickPlaceExpert:
   def _goto(self, phase):
     self.phase, self.t_phase = phase, 0
     self.history.clear()
+    self.i_err = np.zeros(3)
 
   def act(self, raw) -> np.ndarray:
     """The next action for raw observation `raw`."""
@@ -421,6 +530,7 @@ class PickPlaceExpert:
         return self._regrasp(raw)     # pushed it while going down: back off and re-plan
       shift = pos - p["obj_pos"]
       p["grasp"], p["obj_pos"] = p["grasp"] + shift, pos
+      p["obj_z0"] = float(pos[2])     # a re-plan may start while a dropped object still falls
       p["travel"] += max(shift[2], 0.0)
       if self.phase == "approach":
         p["pos0"] = pos
@@ -429,12 +539,20 @@ class PickPlaceExpert:
       tgt = np.array([p["grasp"][0], p["grasp"][1], p["travel"]])
       a, dist, err = self._servo(raw, tgt, yaw, OPEN)
       yaw_err = abs(wrap_half(self._yaw(raw) - yaw))
-      if (np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.03 and yaw_err < 0.06) \
+      self.history.append(eef)
+      # settled in xy too: going down while still sliding sideways overshoots onto the object
+      slow = len(self.history) > 1 and np.linalg.norm(self.history[-1][:2] - self.history[-2][:2]) < 0.003
+      if (np.linalg.norm(err[:2]) < 0.006 and abs(err[2]) < 0.03 and yaw_err < 0.06 and slow) \
           or self.t_phase > 80:
         self._goto("descend")
       return a
     if self.phase == "descend":
-      a, dist, err = self._servo(raw, p["grasp"], yaw, OPEN, vmax=min(self.vmax, 0.7))
+      tgt = p["grasp"].copy()
+      if np.linalg.norm(tgt[:2] - eef[:2]) > 0.007 and eef[2] - tgt[2] < 0.04:
+        tgt[2] = max(tgt[2], eef[2] - 0.005)         # line up before going in among things
+      a, _, _ = self._servo(raw, tgt, yaw, OPEN, vmax=min(self.vmax, 0.7))
+      err = p["grasp"] - eef
+      dist = float(np.linalg.norm(err))
       self.history.append(eef)
       stalled = len(self.history) > 6 and np.linalg.norm(self.history[-1] - self.history[-6]) < 0.003
       if dist < 0.006 or (stalled and abs(err[2]) < 0.03) or self.t_phase > 50:
@@ -443,14 +561,13 @@ class PickPlaceExpert:
     if self.phase == "close":
       a, _, _ = self._servo(raw, p["grasp"], yaw, CLOSE, vmax=0.3)
       if self.t_phase >= self.close_steps:
-        lo, hi = sc.obstacles(exclude=(self.obj,))
         xy, support = self._place_plan(raw)
         p["place_xy"], p["support"] = xy, support
         rad = 0.5 * float(np.linalg.norm(ohi[:2] - olo[:2])) + 0.02
-        clear = corridor_top(lo, hi, obj_pos, xy, rad, z_floor=support)
+        clear = corridor_top(sc.obstacle_obbs(exclude=(self.obj,)), obj_pos, xy, rad, support)
         hang = eef[2] - olo[2]                      # grip site above the object's bottom
-        need = max(clear + 0.02, support + 0.03) + hang         # must clear the way
-        want = max(clear + self.carry_margin, support + 0.05) + hang
+        need = max(clear + 0.04, support + 0.04) + hang         # must clear the way
+        want = max(clear + self.carry_margin, support + 0.06) + hang
         p["carry"] = max(need, min(want, self._max_z(eef, 0.0), self._max_z(xy, 0.0)))
         p["hang"] = hang
         p["lift_xy"] = eef[:2].copy()
