@@ -45,7 +45,7 @@ from decoupled_jax.training import trainer  # noqa: E402
 from decoupled_jax.training.partition import FreezeRule  # noqa: E402
 from decoupled_jax.training.policy import make_sample_fn, policy_from_config  # noqa: E402
 from decoupled_jax.training.stage import Stage  # noqa: E402
-from decoupled_jax.training.train_state import make_train_step  # noqa: E402
+from decoupled_jax.training.train_state import apply_gradients, make_train_step  # noqa: E402
 
 flags.DEFINE_list("backbones", ["dp_mlp", "dp_c", "dp_t", "dp_t_film", "unified"],
                   "Backbones to time (unified uses --conditioning).")
@@ -124,6 +124,18 @@ def timed(fn, reps):
   return (time.perf_counter() - t0) / reps
 
 
+def best_time(fn, reps):
+  """Fastest of `reps` timed calls of `fn` after one warm-up (for peak rates; `timed` gives
+  the mean)."""
+  jax.block_until_ready(fn())
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
 def build_train_step(arch, mode, batch):
   """(config, policy, state, jitted step, batch data, key, init seconds, optimizer) at the
   stage-2 shapes."""
@@ -164,13 +176,7 @@ def gemm_rate(n: int = 2048, reps: int = 5) -> float:
   train steps' achieved FLOP/s are compared with."""
   a = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (n, n)), jnp.float32)
   f = jax.jit(lambda x, y: x @ y)
-  jax.block_until_ready(f(a, a))
-  best = float("inf")
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(a, a))
-    best = min(best, time.perf_counter() - t0)
-  return 2.0 * n ** 3 / best
+  return 2.0 * n ** 3 / best_time(lambda: f(a, a), reps)
 
 
 def _hlo_op_kinds(hlo_text: str) -> dict:
@@ -225,29 +231,18 @@ def stream_rate(n: int = 1 << 26, reps: int = 5) -> float:
   a = jnp.ones((n,), jnp.float32)
   b = jnp.ones((n,), jnp.float32)
   f = jax.jit(lambda x, y: x * 1.0001 + y)
-  jax.block_until_ready(f(a, b))
-  best = float("inf")
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(a, b))
-    best = min(best, time.perf_counter() - t0)
-  return 3 * 4 * n / best
+  return 3 * 4 * n / best_time(lambda: f(a, b), reps)
 
 
 def optimizer_ms(cfg, state, tx, reps: int = 5) -> float:
-  """Milliseconds of the train step's parameter update alone: AdamW on the trainable leaves,
-  apply, and the EMA (train_state.make_train_step's tail), with stand-in gradients."""
-  import optax
-  from decoupled_jax.training import ema as ema_lib, partition
+  """Milliseconds of the train step's parameter update alone (`train_state.apply_gradients`:
+  AdamW on the trainable leaves and the EMA), with stand-in gradients."""
+  from decoupled_jax.training import partition
 
   def update(state):
-    trainable, frozen = partition.split(state.params, state.frozen)
-    grads = jax.tree.map(lambda p: p * 1e-3, trainable)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    ema = ema_lib.ema_update(state.ema, trainable, state.step, power=cfg.ema.power,
-                             max_decay=cfg.ema.max_decay)
-    return trainable, opt_state, ema
+    grads = jax.tree.map(lambda p: p * 1e-3, partition.split(state.params, state.frozen)[0])
+    return apply_gradients(state, grads, tx, ema_power=cfg.ema.power,
+                           ema_max_decay=cfg.ema.max_decay, ema_enabled=cfg.ema.enabled)
 
   f = jax.jit(update)
   jax.block_until_ready(f(state))
@@ -481,7 +476,7 @@ def main(argv):
             f"{'of peak':>7} {'optim ms':>8} {'PyTorch ms':>10} {'speedup':>8}")
   print(header)
   print("-" * len(header))
-  normal_state = {}
+  dpc_state = None   # the DP-C normal state, kept for --checkpoint_stall
   for arch in FLAGS.backbones:
     batch = FLAGS.dpc_batch if arch == "dp_c" else FLAGS.batch
     normal_model = None
@@ -504,7 +499,7 @@ def main(argv):
       policy, state, cfg = normal_model or model
       results["sampling"][arch] = bench_sampling(arch, policy, state.inference_params())
     if arch == "dp_c" and normal_model is not None and FLAGS.checkpoint_stall:
-      normal_state["dp_c"] = normal_model[1]
+      dpc_state = normal_model[1]
   if FLAGS.sampling:
     print("\nsampling latency, one observation (ms): " + "  ".join(
         f"{a}: " + ", ".join(f"{k} {v['latency_ms']:.1f}" for k, v in s.items())
@@ -525,9 +520,10 @@ def main(argv):
         f"of the time)" for k, v in results["loader"].items())
           + f"; the fastest train step consumes {fastest:.1f} batches/s")
   if FLAGS.checkpoint_stall:
-    if "dp_c" not in normal_state:
-      normal_state["dp_c"] = build_train_step("dp_c", "normal", FLAGS.dpc_batch)[2]
-    st = results["checkpoint_stall"] = bench_checkpoint_stall(normal_state.pop("dp_c"))
+    if dpc_state is None:
+      dpc_state = build_train_step("dp_c", "normal", FLAGS.dpc_batch)[2]
+    st = results["checkpoint_stall"] = bench_checkpoint_stall(dpc_state)
+    dpc_state = None
     print(f"checkpoint of the DP-C TrainState ({st['params']:,} params + optimizer state + EMA): "
           f"synchronous save blocks {st['sync']['stall_s']:.2f} s; asynchronous blocks "
           f"{st['async']['stall_s']:.2f} s (written in the background, "

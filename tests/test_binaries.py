@@ -184,8 +184,8 @@ def test_stage2_trains_from_rlds_and_lerobot_with_the_hdf5_losses(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_binary_reports_flops_profile_and_optimizer_time(tmp_path):
-  """benchmark.py end to end for one small configuration: the FLOP count matches the model's
-  arithmetic, the profile attributes time to matmuls, the optimizer is timed."""
+  """benchmark.py end to end for one small configuration: a plausible FLOP count and fraction
+  of peak, the profile attributes time to matmuls, the optimizer is timed."""
   out = tmp_path / "bench.json"
   run_binary("benchmark.py", "--backbones=dp_t_film", "--modes=decoupled", "--steps=1",
              "--nosampling", "--noloader", "--profile", f"--output={out}")

@@ -73,17 +73,26 @@ def make_train_step(policy: Policy, head: Any, tx: optax.GradientTransformation,
     step_rng = jax.random.fold_in(rng, state.step)
     trainable, frozen = partition.split(state.params, state.frozen)
     loss, grads = jax.value_and_grad(loss_fn)(trainable, frozen, batch, step_rng)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    num_updates = state.step + 1
-    if ema_enabled:
-      ema = ema_lib.ema_update(state.ema, trainable, num_updates - 1, power=ema_power,
-                               max_decay=ema_max_decay)
-    else:
-      ema = trainable
-    new_state = state.replace(step=num_updates, params=partition.merge(trainable, frozen),
-                              opt_state=opt_state, ema=ema)
+    new_state = apply_gradients(state, grads, tx, ema_power=ema_power,
+                                ema_max_decay=ema_max_decay, ema_enabled=ema_enabled)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 
   return train_step
+
+
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, *,
+                    ema_power: float = 0.75, ema_max_decay: float = 0.9999,
+                    ema_enabled: bool = True) -> TrainState:
+  """The train step's parameter update: `tx` on the trainable leaves (grads has their
+  structure), then the EMA of the updated leaves; frozen leaves are untouched."""
+  trainable, frozen = partition.split(state.params, state.frozen)
+  updates, opt_state = tx.update(grads, state.opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  if ema_enabled:
+    ema = ema_lib.ema_update(state.ema, trainable, state.step, power=ema_power,
+                             max_decay=ema_max_decay)
+  else:
+    ema = trainable
+  return state.replace(step=state.step + 1, params=partition.merge(trainable, frozen),
+                       opt_state=opt_state, ema=ema)
