@@ -20,6 +20,9 @@ Tables (`table=`):
                  reference), Lift and Stack, seeds 0/42.
   conditioning   the unified transformer's 8 conditioning mechanisms (narrowed: n_emb 128,
                  4 layers), normal vs decoupled, Lift, seeds 0/42.
+  normalization  stage-1 condition/target normalisation: ours (joint limits, fixed position box,
+                 rot6d raw) vs the paper's (data min/max on every dim); decoupled, Lift and
+                 Stack, seeds 0/42.
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
                  decoupled, Lift, seeds 0/42 (1500 stage-2 steps, batch 32).
@@ -29,7 +32,7 @@ import os
 from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TABLES = ("main", "backbones", "signal", "conditioning", "observations")
+TABLES = ("main", "backbones", "signal", "conditioning", "observations", "normalization")
 
 
 def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
@@ -90,6 +93,11 @@ def get_config(arg=None):
     t.chains.demo_pairs = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
     t.chains.demo_pairs.stage1.data.source = "demos"   # the first task's demonstrations
     t.chains.random_frozen = _chain(a, two_tasks, two_seeds, modes=("random_frozen",))
+  elif a.table == "normalization":
+    t.description = "stage-1 normalisation: ours vs the paper's data limits (decoupled)"
+    for scheme in ("ours", "paper"):
+      t.chains[scheme] = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
+      t.chains[scheme].stage1.data.normalization = scheme
   elif a.table == "conditioning":
     t.description = "unified transformer, 8 conditioning mechanisms, normal vs decoupled"
     for cond in config_lib.CONDITIONINGS:

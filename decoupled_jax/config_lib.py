@@ -23,6 +23,7 @@ ARCHS = ("dp_c", "dp_mlp") + TRANSFORMER_ARCHS
 CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cross_attn",
                  "prefix", "lora_cond")
 STAGES = ("pretrain", "finetune", "libero_pretrain", "libero_finetune")
+STAGE1_NORMALIZATIONS = ("ours", "paper")   # pretrain_config's data.normalization
 MODES = ("normal", "decoupled", "random_frozen")   # stage 2's freeze knob
 SIGNALS = ("jp", "eepose", "none")                  # stage-1 condition (docs/method.md §1.3)
 SOURCES = ("generated", "demos")                    # stage-1 data
@@ -173,6 +174,10 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
   c.data.signal = signal
   c.data.horizon = default_horizon(arch)
   c.data.position_box = default_position_box()   # must equal the stage-2 runs' box
+  # 'ours': target position by the fixed box above, rot6d/gripper raw, joints by the Panda's
+  # limits; 'paper': the reference's — condition and all 10 target dims by the training
+  # data's min/max (docs/method.md §1.1). Stage 2 accepts either (its actions keep the box).
+  c.data.normalization = "ours"
   # The FK trajectory generator (kinematics/trajectories.py FKWindowConfig); horizon, signal
   # and the workspace box come from the keys above.
   fk = {f: getattr(FKWindowConfig(), f) for f in FKWindowConfig.__dataclass_fields__
@@ -376,6 +381,9 @@ def _validate_pretrain(c):
           f"{c.data.dataset!r} does not exist")
   if c.data.format not in FORMATS:
     _fail("data.format", f"must be one of {FORMATS}, got {c.data.format!r}")
+  if c.data.normalization not in STAGE1_NORMALIZATIONS:
+    _fail("data.normalization", f"must be one of {STAGE1_NORMALIZATIONS}, got "
+          f"{c.data.normalization!r}")
   from decoupled_jax.kinematics.trajectories import FKWindowConfig
   try:
     FKWindowConfig.from_any(dict(c.data.fk, horizon=c.data.horizon, signal=c.data.signal))

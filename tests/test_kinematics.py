@@ -302,3 +302,36 @@ def test_demo_pairs_missing_key_names_file_demo_key(tmp_path):
   _write_demo_file(good, [3, 3])
   with pytest.raises(DatasetError, match=r"good\.hdf5: data/demo_7: demo not found"):
     demo_pairs.load_demo_pairs(good, demos=["demo_7"])
+
+
+@pytest.mark.parametrize("signal", ["jp", "eepose", "none"])
+def test_stage1_paper_normalization_uses_data_limits_on_every_dim(sampler, signal):
+  """data.normalization='paper' (the reference's, docs/method.md §1.1): condition and all 10
+  target dims span exactly [-1, 1] on the sample they were fitted on; 'ours' keeps rot6d and
+  the gripper raw and normalises joints by the Panda's limits, not the data's."""
+  from decoupled_jax.pipelines.pretrain import COND_KEY, stage1_normalizer
+  cond, target = map(np.asarray, sampler(jax.random.PRNGKey(7), 512))
+  if signal == "eepose":
+    cond = target
+  elif signal == "none":
+    cond = np.zeros_like(cond)
+  info, box = sampler.info, sampler.config.workspace_box
+  paper = stage1_normalizer(signal, info.joint_lower, info.joint_upper, box, scheme="paper",
+                            sample=(cond, target))
+  fields = ["actions"] + ([COND_KEY] if signal != "none" else [])
+  assert sorted(paper.fields) == sorted(fields)
+  out = paper.normalize({COND_KEY: cond, "actions": target}, fields=fields)
+  for f in fields:
+    x = np.asarray(out[f]).reshape(-1, out[f].shape[-1])
+    np.testing.assert_allclose(x.min(0), -1, atol=1e-5, err_msg=f)
+    np.testing.assert_allclose(x.max(0), 1, atol=1e-5, err_msg=f)
+  ours = stage1_normalizer(signal, info.joint_lower, info.joint_upper, box)
+  o = ours.normalize({COND_KEY: cond, "actions": target},
+                     fields=[f for f in ours.fields if f in (COND_KEY, "actions")])
+  np.testing.assert_array_equal(np.asarray(o["actions"])[..., 3:], target[..., 3:])
+  if signal == "jp":   # the Panda's limits, not the data's
+    lo, hi = np.asarray(info.joint_lower), np.asarray(info.joint_upper)
+    np.testing.assert_allclose(np.asarray(o[COND_KEY])[..., :7],
+                               2 * (cond[..., :7] - lo) / (hi - lo) - 1, atol=1e-5)
+  with pytest.raises(ValueError, match="config.data.normalization"):
+    stage1_normalizer(signal, info.joint_lower, info.joint_upper, box, scheme="minmax")

@@ -80,7 +80,8 @@ def test_evaluate_binary_on_a_stage2_checkpoint(chain, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("table", ["signal", "backbones", "conditioning", "observations"])
+@pytest.mark.parametrize("table", ["signal", "backbones", "conditioning", "observations",
+                                   "normalization"])
 def test_paper_tables_debug(table, tmp_path):
   """Every table of configs/paper_tables.py runs end to end at smoke-test size."""
   proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "paper.py"),

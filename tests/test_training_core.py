@@ -212,3 +212,28 @@ def test_eight_devices_match_one_device(tmp_path):
   for k, v in out["1"].items():
     np.testing.assert_allclose(np.asarray(out["8"][k]), np.asarray(v), rtol=1e-5, atol=1e-5,
                                err_msg=k)
+
+
+def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(monkeypatch):
+  """A decoupled run refuses a stage 1 whose action normalisation differs from its own,
+  unless that stage 1 declared the reference's data-limit scheme (data.normalization='paper',
+  docs/method.md §1.1), which differs by design."""
+  from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
+  from decoupled_jax.errors import CheckpointError
+  from decoupled_jax.pipelines import finetune
+  cfg = config_lib.finetune_config("decoupled")
+  cfg.stage1_checkpoint = "/stage1/checkpoints"
+  lo, hi = (np.asarray(b, np.float32) for b in cfg.data.position_box)
+  ours = LimitsNormalizer.from_stats({"actions": FieldStats.create(lo, hi, dims=slice(0, 3))})
+  theirs = LimitsNormalizer.from_stats({"actions": FieldStats.create(-np.ones(10), np.ones(10))})
+  meta = {"stage": "pretrain", "normalizer": theirs.to_dict(),
+          "config": {"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
+                     "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}}}
+  monkeypatch.setattr(finetune.ckpt_lib, "load_meta", lambda path: meta)
+  with pytest.raises(CheckpointError, match="config.data.position_box"):
+    finetune.check_stage1_checkpoint(cfg, ours)
+  meta["config"]["data"]["normalization"] = "paper"
+  assert finetune.check_stage1_checkpoint(cfg, ours) is meta
+  meta["config"]["data"]["horizon"] = int(cfg.data.horizon) + 1   # still checked
+  with pytest.raises(CheckpointError, match="data.horizon"):
+    finetune.check_stage1_checkpoint(cfg, ours)

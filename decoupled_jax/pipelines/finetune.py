@@ -59,8 +59,8 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
                             stage1_names: tuple = ("pretrain",),
                             same_action_scale: tuple = ("pretrain",)) -> dict:
   """A decoupled run needs a *stage-1* checkpoint (a stage in `stage1_names`) of the same
-  expert, head and horizon, and — for stage-1 stages in `same_action_scale` — the same action
-  normalisation; anything else would silently invalidate the comparison. Returns its meta."""
+  expert, head and horizon, and — for stage-1 stages in `same_action_scale`, unless stage 1
+  chose the reference's data-limit normalisation — the same action normalisation; anything else would silently invalidate the comparison. Returns its meta."""
   path = config.stage1_checkpoint
   try:
     meta = ckpt_lib.load_meta(path)
@@ -82,7 +82,11 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
                             f"{_plain(ours)}; set config.{field} to match")
   act_theirs = meta["normalizer"]["fields"].get("actions")
   act_ours = norm.to_dict()["fields"]["actions"]
-  if meta.get("stage") in same_action_scale and json.dumps(act_theirs, sort_keys=True) != json.dumps(act_ours, sort_keys=True):
+  # A stage 1 with the reference's data-limit normalisation (data.normalization='paper')
+  # differs in scale by design: the comparison that option exists for (docs/method.md §1.1).
+  paper_scheme = theirs.get("data", {}).get("normalization", "ours") == "paper"
+  if (meta.get("stage") in same_action_scale and not paper_scheme
+      and json.dumps(act_theirs, sort_keys=True) != json.dumps(act_ours, sort_keys=True)):
     raise CheckpointError(f"{where} normalised actions with {act_theirs}, this run with "
                           f"{act_ours}; set config.data.position_box to the stage-1 run's box")
   return meta

@@ -11,7 +11,10 @@ Normalisation (limits, §1.1, §6): the target's 3 position dims use the fixed w
 shared with stage 2 (`config.data.position_box`), so a frozen backbone sees the same action
 scale in both stages, and the FK generator keeps its via-points in that box. rot6d and
 gripper stay raw. The joint condition uses the Panda's joint limits; eepose conditions use
-the target's scheme.
+the target's scheme. `config.data.normalization='paper'` selects the reference's scheme
+instead: condition and all 10 target dims by the training data's min/max (for generated
+data, over a fixed sample of 16 384 windows), to measure whether the difference matters
+(docs/results/README.md, table `normalization`).
 
 Evaluation: sampled end-effector trajectories for held-out generated windows vs the true FK,
 as mean position error (mm) and rotation error (deg), next to the trivial baseline that
@@ -39,7 +42,19 @@ from decoupled_jax.training.stage import Stage
 COND_KEY = "cond"
 
 
-def stage1_normalizer(signal: str, joint_lower, joint_upper, box) -> LimitsNormalizer:
+def stage1_normalizer(signal: str, joint_lower, joint_upper, box, *, scheme: str = "ours",
+                      sample=None) -> LimitsNormalizer:
+  """Stage 1's condition/target normaliser. `scheme='ours'`: see the module docstring;
+  `scheme='paper'`: min/max of `sample = (cond, target)` (arrays (..., Dc), (..., 10)) on
+  every dim, the condition unnormalised for signal 'none' (zeros), as the reference does."""
+  if scheme == "paper":
+    cond, target = (np.asarray(a, np.float32) for a in sample)
+    data = {"actions": target.reshape(-1, target.shape[-1])}
+    if signal != "none":
+      data[COND_KEY] = cond.reshape(-1, cond.shape[-1])
+    return LimitsNormalizer.fit(data, {k: None for k in data})
+  if scheme != "ours":
+    raise ValueError(f"config.data.normalization={scheme!r}: 'ours' or 'paper'")
   lo, hi = (np.asarray(b, np.float32) for b in box)
   stats = {"actions": FieldStats.create(lo, hi, dims=slice(0, 3))}
   if signal == "jp":
@@ -81,8 +96,17 @@ def make_stage(config) -> Stage:
   horizon, batch, signal = int(config.data.horizon), int(config.train.batch_size), config.data.signal
   fk_cfg = fk_window_config(config)
   sampler = trajectories.make_fk_window_sampler(fk_cfg)
+  scheme = config.data.normalization
+  data = sample = None
+  if config.data.source == "demos":
+    from decoupled_jax.kinematics.demo_pairs import load_demo_pairs
+    data = load_demo_pairs(config.data.dataset, signal=signal, format=config.data.format,
+                           key_map=config.data.key_map.to_dict())
+    sample = (data.fields["cond"], data.fields["target"])
+  elif scheme == "paper":   # the generated data's limits, from a fixed sample of windows
+    sample = sampler(jax.random.PRNGKey(30_000 + config.seed), 16_384)
   norm = stage1_normalizer(signal, sampler.info.joint_lower, sampler.info.joint_upper,
-                           config.data.position_box)
+                           config.data.position_box, scheme=scheme, sample=sample)
   norm_fields = [f for f in norm.fields if f in (COND_KEY, "actions")]
 
   def normalise(cond, target):
@@ -98,9 +122,7 @@ def make_stage(config) -> Stage:
       cond, target = sampler.sample_pure(rng, fk_params, batch)
       return normalise(cond, target)
   else:
-    from decoupled_jax.kinematics.demo_pairs import gather_windows, load_demo_pairs
-    data = load_demo_pairs(config.data.dataset, signal=signal, format=config.data.format,
-                           key_map=config.data.key_map.to_dict())
+    from decoupled_jax.kinematics.demo_pairs import gather_windows
     cond_dim = data.fields["cond"].shape[-1]
     device_batch_fn = None
 
