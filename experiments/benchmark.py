@@ -245,12 +245,7 @@ def optimizer_ms(cfg, state, tx, reps: int = 5) -> float:
                            ema_max_decay=cfg.ema.max_decay, ema_enabled=cfg.ema.enabled)
 
   f = jax.jit(update)
-  jax.block_until_ready(f(state))
-  t0 = time.perf_counter()
-  for _ in range(reps):
-    out = f(state)
-  jax.block_until_ready(out)
-  return 1000 * (time.perf_counter() - t0) / reps
+  return 1000 * timed(lambda: f(state), reps)
 
 
 def op_profile(run, hlo_text: str, top: int = 10) -> dict:

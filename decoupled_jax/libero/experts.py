@@ -541,7 +541,8 @@ class PickPlaceExpert:
       yaw_err = abs(wrap_half(self._yaw(raw) - yaw))
       self.history.append(eef)
       # settled in xy too: going down while still sliding sideways overshoots onto the object
-      slow = len(self.history) > 1 and np.linalg.norm(self.history[-1][:2] - self.history[-2][:2]) < 0.003
+      slow = (len(self.history) > 1
+              and np.linalg.norm(self.history[-1][:2] - self.history[-2][:2]) < 0.003)
       if (np.linalg.norm(err[:2]) < 0.006 and abs(err[2]) < 0.03 and yaw_err < 0.06 and slow) \
           or self.t_phase > 80:
         self._goto("descend")

@@ -60,7 +60,8 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
                             same_action_scale: tuple = ("pretrain",)) -> dict:
   """A decoupled run needs a *stage-1* checkpoint (a stage in `stage1_names`) of the same
   expert, head and horizon, and — for stage-1 stages in `same_action_scale`, unless stage 1
-  chose the reference's data-limit normalisation — the same action normalisation; anything else would silently invalidate the comparison. Returns its meta."""
+  chose the reference's data-limit normalisation — the same action normalisation; anything
+  else would silently invalidate the comparison. Returns its meta."""
   path = config.stage1_checkpoint
   try:
     meta = ckpt_lib.load_meta(path)
