@@ -18,6 +18,13 @@ third arm, 'decoupled_fk', freezes a backbone pretrained on our generated Panda 
 instead (4000 steps, configs/pretrain.py's generator): a stage 1 that needs no
 demonstrations at all. `paper`: the paper's sizes and budgets (full DP-C or DP-MLP, Adam 1e-4
 constant, stage 1 10 k steps, stage 2 25 k steps, 50 demos, 50 episodes) for accelerators.
+`images`: the two cameras (agentview + eye-in-hand) through per-camera ResNet-18 encoders
+beside the 8-D state and the instruction one-hot; on a CPU at the reduced size below (84x84
+frames, narrowed encoders, 10 demos, 2000 steps, 3 episodes per task), with `paper` at the
+paper's (128x128 frames, 116 crop, full ResNet-18). `episodes=N` overrides the episodes per task.
+
+  python experiments/libero_chain.py --config=configs/libero.py:images,suites=libero_object,fk=False \
+      --workdir=workdirs/libero_images
 """
 from ml_collections import ConfigDict
 
@@ -26,7 +33,8 @@ from decoupled_jax import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, debug=False, paper=False, images=False, fk=True,
-                           suites="libero_spatial+libero_object", tasks="all", arch="dp_c")
+                           suites="libero_spatial+libero_object", tasks="all", arch="dp_c",
+                           episodes=0)
   if a.arch not in ("dp_c", "dp_mlp"):
     raise config_lib.ConfigError(f"arch={a.arch!r}: 'dp_c' or 'dp_mlp'")
   c = ConfigDict()
@@ -36,8 +44,8 @@ def get_config(arg=None):
   # 'decoupled_fk': stage 1 on our generated Panda FK data (needs no demonstrations at all)
   c.modes = ("normal", "decoupled") + (("decoupled_fk",) if a.fk else ())
   c.progress = True
-  c.demos = ConfigDict({"num_demos": 20, "seed": 0, "cameras": (), "dataset_dir": "",
-                        "libero_python": ""})
+  c.demos = ConfigDict({"num_demos": 20, "seed": 0, "cameras": (), "image_size": 128,
+                        "dataset_dir": "", "libero_python": ""})
   obs = "image" if a.images else "lowdim"
   s1 = config_lib.libero_pretrain_config(a.arch)
   s2 = config_lib.libero_finetune_config("decoupled", a.arch, obs)
@@ -63,6 +71,17 @@ def get_config(arg=None):
   s2.eval.episodes_per_task = 20
   if a.images:
     c.demos.cameras = ("agentview", "robot0_eye_in_hand")
+    if not a.paper:
+      # CPU size (docs/results/libero.md): LIBERO renders two cameras at ~5 steps/s here
+      # whatever the resolution, so demos and evaluation episodes are what cost. 84x84 frames
+      # with the robomimic 76 crop (the paper: 128 with a 116 crop), each camera's ResNet-18
+      # narrowed to widths 8/16/32/64 (the paper: 64/128/256/512; XLA:CPU's conv backward
+      # pass makes the encoder the train step's cost), 10 demos per task, 2000 stage-2 steps
+      # x 32, 3 episodes per task.
+      c.demos.image_size, c.demos.num_demos = 84, 10
+      s2.encoder.update(crop_size=76, stage_widths=(8, 16, 32, 64))
+      s2.train.num_steps, s2.train.batch_size = 2000, 32
+      s2.eval.episodes_per_task = 3
   if a.paper:
     for s in (s1, s2, fk):
       if a.arch == "dp_mlp":
@@ -75,6 +94,8 @@ def get_config(arg=None):
     c.demos.num_demos = 50
     s1.train.num_steps = fk.train.num_steps = 10_000
     s2.train.num_steps, s2.eval.episodes_per_task = 25_000, 50
+  if a.episodes:
+    s2.eval.episodes_per_task = int(a.episodes)
   if a.debug:
     # Seconds per stage: tiny backbone, a few steps, 2 demos and 1 short episode per task.
     c.tasks = "0+1" if a.tasks == "all" else a.tasks
@@ -85,5 +106,8 @@ def get_config(arg=None):
       s.train.log_every = 10
     s1.eval.num_windows = fk.eval.num_windows = 16
     s2.eval.episodes_per_task = 1
+    if a.images:   # 32x32 frames, a 28 crop, the narrowest encoder
+      c.demos.image_size = 32
+      s2.encoder.update(crop_size=28, stage_widths=(8, 8, 8, 8))
   c.stage1, c.stage2, c.stage1_fk = s1, s2, fk
   return c

@@ -187,12 +187,21 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
   return c
 
 
+def encoder_config() -> ConfigDict:
+  """The camera encoders (used only with image keys): the paper's ResNet-18 widths, a random
+  crop of 76 px from 84 px frames (docs/method.md §2.2). Narrower `stage_widths` keep the same
+  layers and parameter paths (configs/libero.py:images sizes it for a CPU)."""
+  from decoupled_jax.encoders.resnet import RESNET18_STAGE_WIDTHS
+  return ConfigDict({"stage_widths": RESNET18_STAGE_WIDTHS, "crop_size": 76})
+
+
 def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "adaln_zero",
                     head: str = "diffusion", obs: str = "lowdim") -> ConfigDict:
   """Stage 2 / normal / random-frozen on demonstrations (docs/method.md §2, §4, §7)."""
   c = _common("finetune", arch, cond, head)
   c.mode = mode                     # the freeze knob: normal | decoupled | random_frozen
   c.stage1_checkpoint = ""          # checkpoints/ of an experiments/pretrain.py run (decoupled)
+  c.encoder = encoder_config()
   c.data = ConfigDict()
   c.data.dataset = ""
   c.data.format = "robomimic"       # robomimic | rlds | lerobot
@@ -260,6 +269,7 @@ def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
   c.train.batch_size = 128
   c.mode = mode
   c.stage1_checkpoint = ""          # checkpoints/ of a libero_pretrain run (decoupled)
+  c.encoder = encoder_config()
   c.data = ConfigDict()
   c.data.dataset = ""               # directory with <suite>/<task>_demo.hdf5 files
   c.data.suite = "libero_spatial"
@@ -267,6 +277,8 @@ def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
   c.data.num_demos = 0              # per task; 0 = every demo
   if obs == "image":
     c.data.image_keys, c.data.lowdim_keys = IMAGE_KEYS, LIBERO_IMAGE_LOWDIM_KEYS
+    # The paper's LIBERO encoder: 128x128 frames, a random 116 crop (centre at evaluation).
+    c.encoder.crop_size = 116
   elif obs == "lowdim":
     c.data.image_keys, c.data.lowdim_keys = (), LIBERO_LOWDIM_KEYS
   else:
@@ -392,6 +404,18 @@ def _validate_pretrain(c):
   _positive(c, "eval.num_windows", allow_zero=True)
 
 
+def _validate_encoder(c):
+  e = c.get("encoder")
+  if e is None:
+    return
+  widths = tuple(e.stage_widths)
+  if not widths or any(not isinstance(w, (int, np.integer)) or w <= 0 or (w > 16 and w % 16)
+                       for w in widths):
+    _fail("encoder.stage_widths", f"positive widths, each <= 16 or a multiple of 16 (GroupNorm "
+          f"uses width/16 groups), got {widths!r}")
+  _positive(c, "encoder.crop_size")
+
+
 def _validate_finetune(c):
   from decoupled_jax.sim.robosuite_env import canonical_task
   if c.mode not in MODES:
@@ -414,6 +438,7 @@ def _validate_finetune(c):
   for k in c.data.image_keys:
     if k not in IMAGE_KEYS:
       _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")
+  _validate_encoder(c)
   for k in c.data.lowdim_keys:
     if k not in KNOWN_LOWDIM_KEYS:
       _fail("data.lowdim_keys", f"unknown low-dim key {k!r}; known: {KNOWN_LOWDIM_KEYS}")
@@ -482,6 +507,7 @@ def _validate_libero_finetune(c):
   for k in c.data.image_keys:
     if k not in IMAGE_KEYS:
       _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")
+  _validate_encoder(c)
   for k in c.data.lowdim_keys:
     if k not in LIBERO_KNOWN_LOWDIM_KEYS:
       _fail("data.lowdim_keys", f"unknown LIBERO low-dim key {k!r}; known: "

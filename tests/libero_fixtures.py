@@ -6,7 +6,7 @@ import numpy as np
 
 
 def write_suite(root: str, suite: str = "libero_spatial", tasks=(0, 1), demos: int = 3,
-                length: int = 30, images: bool = False, seed: int = 0,
+                length: int = 30, images: bool = False, seed: int = 0, image_size: int = 32,
                 instructions=None) -> str:
   """`instructions`: task id -> instruction (default 'instruction of task <id>')."""
   import h5py
@@ -34,6 +34,7 @@ def write_suite(root: str, suite: str = "libero_spatial", tasks=(0, 1), demos: i
         o.create_dataset("object_poses", data=rng.normal(0, 0.1, (length, 14)))
         if images:
           for k in ("agentview_rgb", "eye_in_hand_rgb"):
-            o.create_dataset(k, data=rng.integers(0, 255, (length, 32, 32, 3), dtype=np.uint8))
+            o.create_dataset(k, data=rng.integers(0, 255, (length, image_size, image_size, 3),
+                                                   dtype=np.uint8))
         dg.attrs["num_samples"] = length
   return root

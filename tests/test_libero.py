@@ -119,6 +119,43 @@ def test_libero_stage1_then_decoupled_and_normal(tmp_path):
   assert meta["action_layout"].startswith("LIBERO delta")
 
 
+def test_image_policy_with_a_narrowed_encoder(tmp_path):
+  """configs/libero.py:images on a CPU: each camera's ResNet-18 at the configured widths and
+  crop; the frame size travels in the meta (the evaluation renders at it); a crop larger
+  than the frames and widths GroupNorm cannot split are refused naming the field."""
+  import jax
+
+  from decoupled_jax.pipelines import run
+  from decoupled_jax.training import checkpoint as ckpt_lib
+  from decoupled_jax.training.partition import flatten
+  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20,
+                                     images=True)
+  c = _tiny(config_lib.libero_finetune_config("normal", "dp_mlp", obs="image"))
+  assert c.encoder.crop_size == 116   # the paper's LIBERO crop (of 128x128 frames)
+  c.data.dataset, c.data.tasks, c.eval.episodes_per_task = root, "0", 0
+  c.encoder.update(crop_size=28, stage_widths=(8, 16, 16, 32))
+  s = run.run(c, str(tmp_path / "policy"))
+  params, meta = ckpt_lib.load_inference_params(s["checkpoint_dir"], None)
+  flat = flatten(jax.device_get(params))
+  convs = {k: v.shape for k, v in flat.items() if k.startswith("encoder/")
+           and k.endswith("/backbone/conv1/kernel")}
+  assert sorted(convs.values()) == [(7, 7, 3, 8)] * 2, convs        # one trunk per camera
+  last = [v.shape for k, v in flat.items() if k.endswith("/backbone/layer4_1/conv2/kernel")]
+  assert last == [(3, 3, 32, 32)] * 2
+  assert meta["image_size"] == 32
+
+  c2 = _tiny(config_lib.libero_finetune_config("normal", "dp_mlp", obs="image"))
+  c2.data.dataset, c2.data.tasks, c2.eval.episodes_per_task = root, "0", 0
+  with pytest.raises(ConfigError, match=r"config.encoder.crop_size: 116 exceeds the 32x32 "
+                     r"frames of 'agentview_image'"):
+    run.run(c2, str(tmp_path / "too_big"))
+  assert not os.path.exists(tmp_path / "too_big" / "checkpoints") or not os.listdir(
+      tmp_path / "too_big" / "checkpoints")
+  c2.encoder.stage_widths = (8, 24, 32, 64)
+  with pytest.raises(ConfigError, match=r"config.encoder.stage_widths: .*\(8, 24, 32, 64\)"):
+    config_lib.validate(c2, num_devices=1)
+
+
 def _train_tiny_policy(tmp_path, instructions=None):
   from decoupled_jax import inference
   from decoupled_jax.pipelines import run

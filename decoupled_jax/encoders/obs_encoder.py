@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from decoupled_jax.encoders.resnet import ResNet18SpatialSoftmaxEncoder
+from decoupled_jax.encoders.resnet import RESNET18_STAGE_WIDTHS, ResNet18SpatialSoftmaxEncoder
 
 
 def _size2(size) -> tuple[int, int]:
@@ -90,6 +90,7 @@ class ObservationEncoder(nn.Module):
   crop_size: int = 76
   feature_dim: int = 64
   num_kp: int = 32
+  stage_widths: tuple[int, ...] = RESNET18_STAGE_WIDTHS   # each camera's ResNet-18 trunk
   compute_dtype: str = "float32"   # the features' dtype (mixed precision, training/policy.py)
 
   def output_dim(self, lowdim_dims: Mapping[str, int]) -> int:
@@ -118,6 +119,7 @@ class ObservationEncoder(nn.Module):
       x = images_to_unit_range(img, self.compute_dtype)
       x = x.reshape((-1,) + x.shape[2:])                 # (B*To, h, w, C)
       f = ResNet18SpatialSoftmaxEncoder(num_kp=self.num_kp, feature_dim=self.feature_dim,
+                                        stage_widths=tuple(self.stage_widths),
                                         name=camera_module_name(k))(x)
       feats.append(f.reshape(lead + (f.shape[-1],)))
     for k in self.lowdim_keys:

@@ -120,10 +120,13 @@ class ResNet18SpatialSoftmaxEncoder(nn.Module):
   """
   num_kp: int = 32
   feature_dim: int = 64
+  # The trunk's widths: the paper's (64, 128, 256, 512) by default; narrower widths keep the
+  # same layers and parameter paths (a CPU-sized encoder, configs/libero.py:images).
+  stage_widths: Sequence[int] = RESNET18_STAGE_WIDTHS
 
   @nn.compact
   def __call__(self, x):
-    x = ResNet18Conv(name="backbone")(x)
+    x = ResNet18Conv(stage_widths=tuple(self.stage_widths), name="backbone")(x)
     x = SpatialSoftmax(self.num_kp, name="pool")(x)
     x = nn.Dense(self.feature_dim, kernel_init=inits.torch_uniform(2 * self.num_kp),
                  bias_init=inits.torch_uniform(2 * self.num_kp), name="fc")(x)

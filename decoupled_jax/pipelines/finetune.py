@@ -175,6 +175,11 @@ def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: s
   image_keys, lowdim_keys = tuple(d.image_keys), tuple(d.lowdim_keys)
   obs_keys = image_keys + lowdim_keys
   policy = policy_from_config(config, image_keys, lowdim_keys)
+  for k in image_keys:   # before any compile: the crop must fit the frames
+    hw = tuple(episodes.fields[k].shape[1:3]) if k in episodes.fields else None
+    if hw is not None and min(hw) < policy.encoder.crop_size:
+      raise ConfigError(f"config.encoder.crop_size: {policy.encoder.crop_size} exceeds the "
+                        f"{hw[0]}x{hw[1]} frames of '{k}' in {episodes.source}")
   expert = expert_interface(policy.backbone)
   freeze = FreezeRule(mode="none" if config.mode == "normal" else "backbone",
                       conditioning_patterns=expert.conditioning_patterns,

@@ -207,6 +207,8 @@ def make_finetune_stage(config) -> Stage:
               if libero_data.TASK_KEY in lowdim_keys else None)
   extra = {"suite": d.suite, "tasks": tasks, "action_layout": ACTION_LAYOUT,
            "max_steps": suites.MAX_STEPS[d.suite], "language": language}
+  if image_keys:   # the evaluation renders its cameras at the size the policy trained on
+    extra["image_size"] = int(episodes.fields[image_keys[0]].shape[-3])
 
   def evaluators(runner, meta):
     def final_evaluate(params, workdir, step):
@@ -243,6 +245,8 @@ def served_evaluation(runner, meta: dict, config, out_dir: str) -> dict:
            f"--address=127.0.0.1:{server.port}", f"--suite={meta['suite']}", f"--tasks={tasks}",
            f"--episodes={int(e.episodes_per_task)}", f"--eval_seed={int(e.eval_seed)}",
            f"--out_dir={out_dir}"]
+    if meta.get("image_size"):
+      cmd.append(f"--image_size={int(meta['image_size'])}")
     logging.info("LIBERO evaluation: %s", " ".join(cmd))
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -284,7 +288,7 @@ def generate_demos(config, workdir: str) -> dict:
            f"--tasks={config.tasks}", f"--num_demos={int(d.num_demos)}",
            f"--out_dir={out_dir}", f"--seed={int(d.seed)}"]
     if tuple(d.cameras):
-      cmd.append(f"--cameras={','.join(d.cameras)}")
+      cmd += [f"--cameras={','.join(d.cameras)}", f"--image_size={int(d.image_size)}"]
     logging.info("LIBERO demos: %s", " ".join(cmd))
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -100,7 +100,12 @@ def policy_from_config(config, image_keys=(), lowdim_keys=()) -> Policy:
   policy is built, for training, evaluation, export and serving alike."""
   from decoupled_jax import backbones
   from decoupled_jax.encoders import ObservationEncoder
+  # `config.encoder` (camera encoders) is absent from stage-1 configs and from checkpoints
+  # written before it existed: the defaults are the paper's encoder.
+  enc = dict(config.get("encoder") or {})
+  if "stage_widths" in enc:
+    enc["stage_widths"] = tuple(int(w) for w in enc["stage_widths"])
   encoder = ObservationEncoder(image_keys=tuple(image_keys), lowdim_keys=tuple(lowdim_keys),
-                               compute_dtype=config.compute_dtype)
+                               compute_dtype=config.compute_dtype, **enc)
   backbone = backbones.make_backbone(config.backbone.name, **dict(config.backbone.kwargs))
   return Policy(encoder=encoder, backbone=backbone, compute_dtype=config.compute_dtype)
