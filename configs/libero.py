@@ -77,7 +77,7 @@ def get_config(arg=None):
       # with the robomimic 76 crop (the paper: 128 with a 116 crop), each camera's ResNet-18
       # narrowed to widths 8/16/32/64 (the paper: 64/128/256/512; XLA:CPU's conv backward
       # pass makes the encoder the train step's cost), 10 demos per task, 2000 stage-2 steps
-      # x 32, 2 episodes per task (failed episodes run the full 280 steps: ~4 min each).
+      # x 32, 2 episodes per task (a failed episode runs the full 280 steps, about a minute here).
       c.demos.image_size, c.demos.num_demos = 84, 10
       s2.encoder.update(crop_size=76, stage_widths=(8, 16, 32, 64))
       s2.train.num_steps, s2.train.batch_size = 2000, 32
