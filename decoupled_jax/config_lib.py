@@ -189,8 +189,8 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
 
 def encoder_config() -> ConfigDict:
   """The camera encoders (used only with image keys): the paper's ResNet-18 widths, a random
-  crop of 76 px from 84 px frames (docs/method.md §2.2). Narrower `stage_widths` keep the same
-  layers and parameter paths (configs/libero.py:images sizes it for a CPU)."""
+  crop of 76 px from 84 px frames (docs/method.md §4.1; LIBERO's 116 in §4.2). Narrower
+  `stage_widths` keep the same layers and parameter paths (configs/libero.py:images)."""
   from decoupled_jax.encoders.resnet import RESNET18_STAGE_WIDTHS
   return ConfigDict({"stage_widths": RESNET18_STAGE_WIDTHS, "crop_size": 76})
 
