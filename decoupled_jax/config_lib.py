@@ -405,14 +405,15 @@ def _validate_pretrain(c):
 
 
 def _validate_encoder(c):
+  from decoupled_jax.encoders.resnet import GN_GROUP_SIZE
   e = c.get("encoder")
   if e is None:
     return
-  widths = tuple(e.stage_widths)
-  if not widths or any(not isinstance(w, (int, np.integer)) or w <= 0 or (w > 16 and w % 16)
+  widths, g = tuple(e.stage_widths), GN_GROUP_SIZE
+  if not widths or any(not isinstance(w, (int, np.integer)) or w <= 0 or (w > g and w % g)
                        for w in widths):
-    _fail("encoder.stage_widths", f"positive widths, each <= 16 or a multiple of 16 (GroupNorm "
-          f"uses width/16 groups), got {widths!r}")
+    _fail("encoder.stage_widths", f"positive widths, each <= {g} or a multiple of {g} "
+          f"(GroupNorm uses width/{g} groups), got {widths!r}")
   _positive(c, "encoder.crop_size")
 
 

@@ -2,6 +2,7 @@
 from decoupled_jax.encoders.obs_encoder import (
     ObservationEncoder,
     camera_module_name,
+    check_crop,
     center_crop,
     images_to_unit_range,
     random_crop,

@@ -26,7 +26,7 @@ def _size2(size) -> tuple[int, int]:
   return int(h), int(w)
 
 
-def _check_crop(images, size) -> tuple[int, int]:
+def check_crop(images, size) -> tuple[int, int]:
   ch, cw = _size2(size)
   h, w = images.shape[-3], images.shape[-2]
   if ch > h or cw > w:
@@ -41,7 +41,7 @@ def random_crop(images, rng, size):
   drawn per element of the flattened leading dims (e.g. per sample and per timestep).
   Uses `lax.dynamic_slice` under `vmap`; dtype is preserved.
   """
-  ch, cw = _check_crop(images, size)
+  ch, cw = check_crop(images, size)
   lead = images.shape[:-3]
   h, w, c = images.shape[-3:]
   flat = images.reshape((-1, h, w, c))
@@ -59,7 +59,7 @@ def random_crop(images, rng, size):
 
 def center_crop(images, size):
   """Deterministic center crop of (..., H, W, C): top = (H - crop) // 2 (reference adaptor)."""
-  ch, cw = _check_crop(images, size)
+  ch, cw = check_crop(images, size)
   h, w = images.shape[-3], images.shape[-2]
   top, left = (h - ch) // 2, (w - cw) // 2
   return images[..., top:top + ch, left:left + cw, :]
@@ -119,7 +119,7 @@ class ObservationEncoder(nn.Module):
       x = images_to_unit_range(img, self.compute_dtype)
       x = x.reshape((-1,) + x.shape[2:])                 # (B*To, h, w, C)
       f = ResNet18SpatialSoftmaxEncoder(num_kp=self.num_kp, feature_dim=self.feature_dim,
-                                        stage_widths=tuple(self.stage_widths),
+                                        stage_widths=self.stage_widths,
                                         name=camera_module_name(k))(x)
       feats.append(f.reshape(lead + (f.shape[-1],)))
     for k in self.lowdim_keys:

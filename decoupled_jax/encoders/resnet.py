@@ -126,7 +126,7 @@ class ResNet18SpatialSoftmaxEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = ResNet18Conv(stage_widths=tuple(self.stage_widths), name="backbone")(x)
+    x = ResNet18Conv(stage_widths=self.stage_widths, name="backbone")(x)
     x = SpatialSoftmax(self.num_kp, name="pool")(x)
     x = nn.Dense(self.feature_dim, kernel_init=inits.torch_uniform(2 * self.num_kp),
                  bias_init=inits.torch_uniform(2 * self.num_kp), name="fc")(x)

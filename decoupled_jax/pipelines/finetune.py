@@ -30,6 +30,7 @@ from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.robomimic_hdf5 import DatasetError
 from decoupled_jax.data.sources import load_episodes
 from decoupled_jax.data.windows import WindowSampler, prepare_policy_dataset
+from decoupled_jax.encoders import check_crop
 from decoupled_jax.errors import CheckpointError, ConfigError
 from decoupled_jax.heads import make_head
 from decoupled_jax.inference import PolicyRunner
@@ -175,11 +176,16 @@ def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: s
   image_keys, lowdim_keys = tuple(d.image_keys), tuple(d.lowdim_keys)
   obs_keys = image_keys + lowdim_keys
   policy = policy_from_config(config, image_keys, lowdim_keys)
-  for k in image_keys:   # before any compile: the crop must fit the frames
-    hw = tuple(episodes.fields[k].shape[1:3]) if k in episodes.fields else None
-    if hw is not None and min(hw) < policy.encoder.crop_size:
+  for k in image_keys:   # before any compile: the encoder's own crop check, on the frames
+    frames = episodes.fields.get(k)
+    if frames is None:
+      continue
+    try:
+      check_crop(frames, policy.encoder.crop_size)
+    except ValueError:
+      h, w = frames.shape[1:3]
       raise ConfigError(f"config.encoder.crop_size: {policy.encoder.crop_size} exceeds the "
-                        f"{hw[0]}x{hw[1]} frames of '{k}' in {episodes.source}")
+                        f"{h}x{w} frames of '{k}' in {episodes.source}") from None
   expert = expert_interface(policy.backbone)
   freeze = FreezeRule(mode="none" if config.mode == "normal" else "backbone",
                       conditioning_patterns=expert.conditioning_patterns,
