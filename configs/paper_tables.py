@@ -23,6 +23,12 @@ Tables (`table=`):
   normalization  stage-1 condition/target normalisation: ours (joint limits, fixed position box,
                  rot6d raw) vs the paper's (data min/max on every dim); decoupled, Lift and
                  Stack, seeds 0/42.
+  gap            why decoupled trails normal (docs/results/decoupled_gap.md), PickPlaceCan:
+                 part=oracle     normal, decoupled and the oracle (the normal run's backbone
+                                 frozen under a fresh conditioning pathway);
+                 part=scaling    decoupled on stage 1 of 4k / 16k / 32k / 64k steps;
+                 part=data       decoupled on stage 1 from the task's demonstration pairs;
+                 part=width      normal and decoupled at the paper's DP-MLP size (256 x 8).
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
                  decoupled, Lift, seeds 0/42 (1500 stage-2 steps, batch 32).
@@ -32,7 +38,11 @@ import os
 from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TABLES = ("main", "backbones", "signal", "conditioning", "observations", "normalization")
+TABLES = ("main", "backbones", "signal", "conditioning", "observations", "normalization", "gap")
+GAP_PARTS = ("oracle", "scaling", "data", "width")
+# Raw records (runs.jsonl + per-episode outcomes) live in the repository, so a table resumes on
+# a fresh clone from what earlier machines measured (decoupled_jax/pipelines/records.py).
+RAW = os.path.join(os.path.dirname(HERE), "docs", "results", "raw")
 
 
 def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
@@ -60,9 +70,16 @@ def _arch(c, arch, kwargs, cond="adaln_zero"):
         arch, stage.stage).items() if k in ("b1", "b2", "weight_decay")})
 
 
+def _record_dir(a):
+  """'' for debug runs (smoke tests must not write into the repository)."""
+  if a.debug:
+    return a.record_dir
+  return a.record_dir or os.path.join(RAW, a.table if a.table != "gap" else "decoupled_gap")
+
+
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, table="main", full_mlp=False, paper_budget=False,
-                           seeds="", tasks="", debug=False)
+                           seeds="", tasks="", debug=False, part="oracle", record_dir="")
   if a.table not in TABLES:
     raise config_lib.ConfigError(f"table={a.table!r}: one of {TABLES}")
   seeds = tuple(int(s) for s in a.seeds.split("+") if s)
@@ -72,10 +89,12 @@ def get_config(arg=None):
     c = _chain(a, tasks or ("Lift", "Stack", "NutAssemblySquare", "PickPlaceCan"),
                seeds or (0, 42, 420))
     c.table = a.table
+    c.record_dir = _record_dir(a)
     return c
 
   t = config_lib.ConfigDict()
   t.table = a.table
+  t.record_dir = _record_dir(a)
   t.chains = config_lib.ConfigDict()
   two_tasks, two_seeds = tasks or ("Lift", "Stack"), seeds or (0, 42)
   if a.table == "backbones":
@@ -93,6 +112,25 @@ def get_config(arg=None):
     t.chains.demo_pairs = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
     t.chains.demo_pairs.stage1.data.source = "demos"   # the first task's demonstrations
     t.chains.random_frozen = _chain(a, two_tasks, two_seeds, modes=("random_frozen",))
+  elif a.table == "gap":
+    if a.part not in GAP_PARTS:
+      raise config_lib.ConfigError(f"part={a.part!r}: one of {GAP_PARTS}")
+    can, gap_seeds = tasks or ("PickPlaceCan",), seeds or (0, 42)
+    t.description = f"decoupled vs normal on {'+'.join(can)}: {a.part}"
+    if a.part == "oracle":
+      t.chains.oracle = _chain(a, can, gap_seeds, modes=("normal", "decoupled", "oracle"))
+    elif a.part == "scaling":
+      for steps in (4000, 16_000, 32_000, 64_000):
+        c = t.chains[f"stage1_{steps // 1000:02d}k"] = _chain(a, can, gap_seeds, modes=("decoupled",))
+        if not a.debug:
+          c.stage1.train.num_steps = steps
+          c.stage1.train.checkpoint_every = max(1000, steps // 8)
+    elif a.part == "data":
+      t.chains.demo_pairs = _chain(a, can, gap_seeds, modes=("decoupled",))
+      t.chains.demo_pairs.stage1.data.source = "demos"   # the task's own demonstrations
+    else:
+      a.full_mlp = not a.debug
+      t.chains.paper_width = _chain(a, can, seeds or (0,))
   elif a.table == "normalization":
     t.description = "stage-1 normalisation: ours vs the paper's data limits (decoupled)"
     for scheme in ("ours", "paper"):

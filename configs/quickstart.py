@@ -29,6 +29,9 @@ def get_config(arg=None):
   c.tasks = tuple(t for t in a.tasks.split("+") if t)
   c.modes = ("normal", "decoupled")
   c.seeds = (0,)
+  # A folder for raw run records (runs.jsonl + per-episode outcomes) that outlive the workdir:
+  # a rerun skips every run recorded there (decoupled_jax/pipelines/records.py). '' = none.
+  c.record_dir = ""
 
   c.demos = config_lib.ConfigDict()
   c.demos.dataset_dir = ""      # a folder with <Task>.hdf5 to reuse instead of generating

@@ -24,7 +24,7 @@ CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cro
                  "prefix", "lora_cond")
 STAGES = ("pretrain", "finetune", "libero_pretrain", "libero_finetune")
 STAGE1_NORMALIZATIONS = ("ours", "paper")   # pretrain_config's data.normalization
-MODES = ("normal", "decoupled", "random_frozen")   # stage 2's freeze knob
+MODES = ("normal", "decoupled", "random_frozen", "oracle")   # stage 2's freeze knob
 SIGNALS = ("jp", "eepose", "none")                  # stage-1 condition (docs/method.md §1.3)
 SOURCES = ("generated", "demos")                    # stage-1 data
 FORMATS = ("robomimic", "rlds", "lerobot")          # stage-2 dataset formats
@@ -199,8 +199,11 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
                     head: str = "diffusion", obs: str = "lowdim") -> ConfigDict:
   """Stage 2 / normal / random-frozen on demonstrations (docs/method.md §2, §4, §7)."""
   c = _common("finetune", arch, cond, head)
-  c.mode = mode                     # the freeze knob: normal | decoupled | random_frozen
+  c.mode = mode                     # the freeze knob: normal | decoupled | random_frozen | oracle
   c.stage1_checkpoint = ""          # checkpoints/ of an experiments/pretrain.py run (decoupled)
+  # mode='oracle' only (a diagnosis, docs/results/decoupled_gap.md): checkpoints/ of a *stage-2*
+  # run on this task whose backbone is frozen with a fresh conditioning pathway.
+  c.oracle_checkpoint = ""
   c.encoder = encoder_config()
   c.data = ConfigDict()
   c.data.dataset = ""
@@ -269,6 +272,7 @@ def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
   c.train.batch_size = 128
   c.mode = mode
   c.stage1_checkpoint = ""          # checkpoints/ of a libero_pretrain run (decoupled)
+  c.oracle_checkpoint = ""          # mode='oracle': a stage-2 run's checkpoints/ (diagnosis)
   c.encoder = encoder_config()
   c.data = ConfigDict()
   c.data.dataset = ""               # directory with <suite>/<task>_demo.hdf5 files
@@ -417,6 +421,18 @@ def _validate_encoder(c):
   _positive(c, "encoder.crop_size")
 
 
+def _validate_oracle(c):
+  """mode='oracle' is the one way to freeze a backbone that already saw a task."""
+  path = c.get("oracle_checkpoint", "")
+  if c.mode == "oracle":
+    if not path or not os.path.isdir(path):
+      _fail("oracle_checkpoint", f"mode='oracle' needs the checkpoints directory of a stage-2 "
+            f"(normal) run on this task; {path!r} does not exist")
+  elif path:
+    _fail("oracle_checkpoint", f"is only used by mode='oracle' (mode is {c.mode!r}); "
+          f"leave it empty")
+
+
 def _validate_finetune(c):
   from decoupled_jax.sim.robosuite_env import canonical_task
   if c.mode not in MODES:
@@ -430,6 +446,7 @@ def _validate_finetune(c):
   elif c.stage1_checkpoint:
     _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r}); "
           f"leave it empty")
+  _validate_oracle(c)
   if not c.data.dataset:
     _fail("data.dataset", "is empty; give the demonstrations file or directory")
   if not os.path.exists(c.data.dataset):
@@ -500,6 +517,7 @@ def _validate_libero_finetune(c):
             f"libero_pretrain run; {c.stage1_checkpoint!r} does not exist")
   elif c.stage1_checkpoint:
     _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r})")
+  _validate_oracle(c)
   _libero_dataset(c, (c.data.suite,))
   try:
     suites.parse_task_list(c.data.tasks, c.data.suite)

@@ -7,6 +7,9 @@ closed-loop evaluation (docs/method.md §2, §4, §5, §7).
                    and frozen outside its conditioning pathway; the observation encoder and
                    the conditioning layers train (§2.1);
   'random_frozen'  the backbone is frozen at its random init (the control of §1.3).
+  'oracle'         a diagnosis: the backbone of a stage-2 run trained end to end on the task
+                   (`config.oracle_checkpoint`), frozen, with a fresh conditioning pathway and
+                   encoder (docs/results/decoupled_gap.md).
 
 Data: `config.data.dataset` in `config.data.format` (robomimic HDF5 — our generated
 demonstrations or a converted real file —, RLDS or LeRobot). Actions are converted to
@@ -33,14 +36,14 @@ from decoupled_jax.data.windows import WindowSampler, prepare_policy_dataset
 from decoupled_jax.encoders import check_crop
 from decoupled_jax.errors import CheckpointError, ConfigError
 from decoupled_jax.heads import make_head
-from decoupled_jax.inference import PolicyRunner
+from decoupled_jax.inference import POLICY_STAGES, PolicyRunner
 from decoupled_jax.pipelines import common
 from decoupled_jax.training import checkpoint as ckpt_lib
 from decoupled_jax.training import sharding
 from decoupled_jax.training.partition import FreezeRule
 from decoupled_jax.training.policy import ACTION_DIM, policy_from_config
 from decoupled_jax.training.stage import Stage
-from decoupled_jax.training.weight_loaders import FreshInit, Stage1Backbone
+from decoupled_jax.training.weight_loaders import FreshInit, Stage1Backbone, TaskBackbone
 
 DATA_LIMIT_KEYS = ("robot0_gripper_qpos", "object", "robot0_joint_pos")
 
@@ -91,6 +94,34 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
       and json.dumps(act_theirs, sort_keys=True) != json.dumps(act_ours, sort_keys=True)):
     raise CheckpointError(f"{where} normalised actions with {act_theirs}, this run with "
                           f"{act_ours}; set config.data.position_box to the stage-1 run's box")
+  return meta
+
+
+def check_oracle_checkpoint(config, norm: LimitsNormalizer) -> dict:
+  """mode='oracle' takes a stage-2 checkpoint of the same expert, head, horizon and action
+  normalisation (its backbone saw this task: that is the point of the diagnosis)."""
+  path = config.oracle_checkpoint
+  try:
+    meta = ckpt_lib.load_meta(path)
+  except CheckpointError as e:
+    raise CheckpointError(f"config.oracle_checkpoint: {e}") from None
+  where = f"config.oracle_checkpoint={path}"
+  if meta.get("stage") not in POLICY_STAGES:
+    raise CheckpointError(f"{where} is a {meta.get('stage')!r} checkpoint; mode='oracle' takes "
+                          f"a stage-2 run's checkpoints (use mode='decoupled' for a stage 1)")
+  theirs = meta["config"]
+  for field, ours, other in (
+      ("backbone", config.backbone.to_dict(), theirs["backbone"]),
+      ("head.type", config.head.type, theirs["head"]["type"]),
+      ("data.horizon", int(config.data.horizon), int(theirs["data"]["horizon"]))):
+    if json.dumps(_plain(ours), sort_keys=True) != json.dumps(_plain(other), sort_keys=True):
+      raise CheckpointError(f"{where} was trained with {field}={_plain(other)}, this run uses "
+                            f"{_plain(ours)}; set config.{field} to match")
+  act_theirs = meta["normalizer"]["fields"].get("actions")
+  if json.dumps(act_theirs, sort_keys=True) != json.dumps(norm.to_dict()["fields"]["actions"],
+                                                          sort_keys=True):
+    raise CheckpointError(f"{where} normalised actions differently from this run; train the "
+                          f"oracle on the same dataset and config.data.position_box")
   return meta
 
 
@@ -196,6 +227,9 @@ def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: s
     (check_stage1 or check_stage1_checkpoint)(config, norm)
     weights = Stage1Backbone(config.stage1_checkpoint, expert.conditioning_patterns,
                              expert.reinit_on_load_patterns)
+  elif config.mode == "oracle":
+    check_oracle_checkpoint(config, norm)
+    weights = TaskBackbone(config.oracle_checkpoint, expert.conditioning_patterns)
 
   episodes = prepare_policy_dataset(episodes, obs_keys, convert_actions=False, normalizer=norm)
   sampler = WindowSampler(episodes, n_obs_steps=d.n_obs_steps, horizon=d.horizon,
@@ -225,7 +259,8 @@ def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: s
           "obs_dtypes": {k: str(example[k].dtype) for k in obs_keys},
           "horizon": int(d.horizon), "n_obs_steps": int(d.n_obs_steps),
           "n_action_steps": int(d.n_action_steps),
-          "dataset": os.path.abspath(d.dataset), "stage1_checkpoint": config.stage1_checkpoint}
+          "dataset": os.path.abspath(d.dataset), "stage1_checkpoint": config.stage1_checkpoint,
+          "oracle_checkpoint": config.get("oracle_checkpoint", "")}
   meta.update(extra_meta or {})
 
   def runner(params):

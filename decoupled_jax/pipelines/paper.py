@@ -22,7 +22,8 @@ import time
 import ml_collections
 import numpy as np
 
-from decoupled_jax.pipelines import common, run
+from decoupled_jax.errors import ConfigError
+from decoupled_jax.pipelines import common, records, run
 from decoupled_jax.training import sharding
 from decoupled_jax.training.workdir import WorkdirLock
 
@@ -82,7 +83,7 @@ def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) ->
 
 
 def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_ckpt: str,
-               seed: int) -> dict:
+               seed: int, oracle_ckpt: str = "") -> dict:
   run_dir = stage2_dir(workdir, task, mode, seed, len(config.seeds))
   summary_path = os.path.join(run_dir, run.SUMMARY)
   if _done(summary_path):
@@ -91,27 +92,72 @@ def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_
   c = ml_collections.ConfigDict(config.stage2.to_dict())
   c.mode, c.data.dataset, c.data.task, c.seed = mode, dataset, task, int(seed)
   c.stage1_checkpoint = stage1_ckpt if mode == "decoupled" else ""
+  c.oracle_checkpoint = oracle_ckpt if mode == "oracle" else ""
   c.progress = config.progress
   return run.run(c, run_dir, resume=_resume_flag(run_dir))
 
 
+def run_fingerprint(config, task: str, mode: str, seed: int) -> str:
+  """Every config value a (task, mode, seed) run's result depends on (records.fingerprint)."""
+  s2 = config.stage2.to_dict()
+  s2.update(mode=mode, seed=int(seed))
+  s2["data"]["task"] = task
+  parts = [{"stage2": s2, "demos": config.demos.to_dict()}]
+  if mode == "decoupled":
+    parts.append({"stage1": config.stage1.to_dict()})
+  return records.fingerprint(*parts)
+
+
+def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) -> dict:
+  """A results row from a stage-2 summary (and, for decoupled runs, the stage-1 summary)."""
+  e = s.get("eval", {})
+  pre = stage1 if mode == "decoupled" and stage1 else None
+  return {
+      "task": task, "mode": mode, "seed": seed, "backbone": s["backbone"],
+      "success_rate": e.get("success_rate"), "ci95": e.get("ci95"),
+      "episodes": e.get("num_episodes", 0), "mean_episode_length": e.get("mean_episode_length"),
+      "trainable_params": s["num_trainable"], "total_params": s["num_params"],
+      "train_steps": s["steps"], "train_wall_time_s": s["train_wall_time_s"],
+      "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
+      "stage1_steps": pre["steps"] if pre else None,
+      "stage1_wall_time_s": pre["train_wall_time_s"] if pre else None,
+      "stage1_steps_per_s": pre["steps_per_s"] if pre else None,
+      "stage1_eval": pre.get("eval") if pre else None,
+      "run_dir": s.get("run_dir"),
+  }
+
+
 def results_rows(stage1: dict, runs: dict) -> list[dict]:
-  rows = []
-  for (task, mode, seed), s in runs.items():
-    e = s.get("eval", {})
-    rows.append({
-        "task": task, "mode": mode, "seed": seed, "backbone": s["backbone"],
-        "success_rate": e.get("success_rate"), "ci95": e.get("ci95"),
-        "episodes": e.get("num_episodes", 0), "mean_episode_length": e.get("mean_episode_length"),
-        "trainable_params": s["num_trainable"], "total_params": s["num_params"],
-        "train_steps": s["steps"], "train_wall_time_s": s["train_wall_time_s"],
-        "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
-        "stage1_wall_time_s": stage1["train_wall_time_s"] if mode == "decoupled" else None,
-        "stage1_steps_per_s": stage1["steps_per_s"] if mode == "decoupled" else None,
-        "stage1_eval": stage1.get("eval") if mode == "decoupled" else None,
-        "run_dir": s["run_dir"],
-    })
-  return rows
+  return [result_row(task, mode, seed, s, stage1) for (task, mode, seed), s in runs.items()]
+
+
+def _stage1_from_rows(rows: list[dict]) -> dict | None:
+  """The stage-1 summary fields the page shows, from a decoupled run's (recorded) row."""
+  for r in rows:
+    if r["mode"] == "decoupled" and r.get("stage1_eval") is not None:
+      return {"steps": r["stage1_steps"], "train_wall_time_s": r["stage1_wall_time_s"],
+              "steps_per_s": r["stage1_steps_per_s"], "eval": r["stage1_eval"]}
+  return None
+
+
+def _record(recs, config, chain: str, table: str, row: dict, fp: str,
+            stage1: dict | None) -> None:
+  """Appends a finished run's record and its per-episode outcomes (pipelines/records.py)."""
+  eval_path = os.path.join(row["run_dir"], "eval.json") if row.get("run_dir") else ""
+  episodes = json.load(open(eval_path))["episodes"] if eval_path and os.path.exists(
+      eval_path) else None
+  successes = (sum(bool(e["success"]) for e in episodes) if episodes is not None
+               else int(round((row["success_rate"] or 0) * row["episodes"])))
+  record = dict(row, chain=chain, table=table, fingerprint=fp,
+                successes=successes, code_version=records.code_version(),
+                stage1=(records.stage1_description(config.stage1.to_dict(), stage1)
+                        if row["mode"] == "decoupled" else
+                        {"normal": "none (trained end to end)",
+                         "random_frozen": "none (random init, frozen)",
+                         "oracle": "the normal run's backbone (same task and seed), frozen"
+                         }.get(row["mode"], "none")))
+  record.pop("run_dir", None)
+  recs.append(record, episodes)
 
 
 def seed_summary(rows: list[dict]) -> list[dict]:
@@ -174,8 +220,8 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
   import matplotlib.pyplot as plt
   fig, (ax_loss, ax_bar) = plt.subplots(1, 2, figsize=(11, 4))
   for r in rows:
-    metrics = os.path.join(r["run_dir"], "metrics.jsonl")
-    if not os.path.exists(metrics):
+    metrics = os.path.join(r["run_dir"], "metrics.jsonl") if r.get("run_dir") else ""
+    if not metrics or not os.path.exists(metrics):
       continue
     pts = [json.loads(l) for l in open(metrics)]
     pts = [p for p in pts if "loss" in p]
@@ -188,7 +234,8 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
   err = [[100 * ((r["success_rate"] or 0) - r["ci95"][0]) for r in rows],
          [100 * (r["ci95"][1] - (r["success_rate"] or 0)) for r in rows]] if all(
              r["ci95"] for r in rows) else None
-  colors = ["tab:blue" if r["mode"] == "normal" else "tab:orange" for r in rows]
+  palette = {"normal": "tab:blue", "decoupled": "tab:orange", "oracle": "tab:green"}
+  colors = [palette.get(r["mode"], "tab:gray") for r in rows]
   ax_bar.bar(labels, sr, yerr=err, capsize=6, color=colors)
   ax_bar.set_ylim(0, 105); ax_bar.set_ylabel("success rate (%) ± 95% CI")
   ax_bar.set_title("closed-loop success")
@@ -210,9 +257,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _table(config, workdir: str) -> dict:
   rows, chains, parts = [], {}, []
+  recs = records.RunRecords(config.record_dir) if config.get("record_dir", "") else None
   for name, chain in config.chains.items():
     demos_dir = os.path.join(workdir, "demos_images" if chain.demos.images else "demos")
-    res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir)
+    res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir, chain=name, recs=recs,
+                 table=config.table)
     chains[name] = {"stage1": res["stage1"], "demos": res["demos"]}
     rows += [dict(r, chain=name) for r in res["rows"]]
     parts.append(f"### {name}\n\n{res['table']}")
@@ -235,37 +284,70 @@ def _table(config, workdir: str) -> dict:
   return results
 
 
-def _chain(config, workdir: str, demos_dir: str | None = None) -> dict:
+def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
+           recs: records.RunRecords | None = None, table: str = "") -> dict:
   t0 = time.time()
+  os.makedirs(workdir, exist_ok=True)
   timings = {}
   demos_dir = demos_dir or os.path.join(workdir, "demos")
+  if recs is None and config.get("record_dir", ""):
+    recs = records.RunRecords(config.record_dir)
+  modes = tuple(config.modes)
+  if "oracle" in modes and ("normal" not in modes or modes.index("normal") > modes.index("oracle")):
+    raise ConfigError(f"modes={modes}: 'oracle' freezes the backbone of the 'normal' run of the "
+                      f"same task and seed, so 'normal' must come before it")
+  plan = [(task, mode, seed) for task in config.tasks for seed in config.seeds for mode in modes]
+  fps = {key: run_fingerprint(config, *key) for key in plan}
+  found = {}
+  if recs is not None:
+    for key in plan:
+      hit = recs.find(chain, *key, fps[key])
+      if hit is not None:
+        found[key] = hit
+    logging.info("%s: %d of %d runs already recorded in %s", chain or "chain", len(found),
+                 len(plan), recs.path)
+  todo = [k for k in plan if k not in found]
+  # An oracle run to train needs the normal run's checkpoints even when its record exists.
+  need_ckpt = {(t, "normal", s) for (t, m, s) in todo if m == "oracle"}
   runs, demos = {}, {}
-  for task in config.tasks:
+  for task in dict.fromkeys(t for (t, m, s) in todo + sorted(need_ckpt)):
     t = time.time()
     demos[task] = demos_for_task(config, demos_dir, task)
     timings[f"demos_{task}_s"] = time.time() - t
   stage1, stage1_ckpt = None, ""
-  if "decoupled" in config.modes:   # the only mode that loads stage 1
+  if any(m == "decoupled" for (_, m, _) in todo):   # the only mode that loads stage 1
     t = time.time()
     if config.stage1.data.source == "demos" and not config.stage1.data.dataset:
       config = ml_collections.ConfigDict(config.to_dict())
-      config.stage1.data.dataset = demos[config.tasks[0]]["output"]
+      config.stage1.data.dataset = demos_for_task(config, demos_dir, config.tasks[0])["output"]
     stage1 = run_stage1(config, workdir)
     timings["stage1_s"] = time.time() - t
     stage1_ckpt = stage1["checkpoint_dir"]
-  for task in config.tasks:
-    for seed in config.seeds:
-      for mode in config.modes:
-        t = time.time()
-        runs[(task, mode, seed)] = run_stage2(config, workdir, task, mode, demos[task]["output"],
-                                              stage1_ckpt, seed)
-        runs[(task, mode, seed)]["run_dir"] = stage2_dir(workdir, task, mode, seed,
-                                                         len(config.seeds))
-        timings[f"{task}_{mode}_seed{seed}_s"] = time.time() - t
-  rows = results_rows(stage1, runs)
+  rows, normal_ckpt = [], {}
+  for key in plan:
+    task, mode, seed = key
+    if key in found and key not in need_ckpt:
+      rows.append(dict(found[key], run_dir=None))
+      continue
+    t = time.time()
+    s = run_stage2(config, workdir, task, mode, demos[task]["output"], stage1_ckpt, seed,
+                   oracle_ckpt=normal_ckpt.get((task, seed), ""))
+    s["run_dir"] = stage2_dir(workdir, task, mode, seed, len(config.seeds))
+    timings[f"{task}_{mode}_seed{seed}_s"] = time.time() - t
+    if mode == "normal":
+      normal_ckpt[(task, seed)] = s["checkpoint_dir"]
+    if key in found:   # trained again only for its checkpoints: the record stays the result
+      rows.append(dict(found[key], run_dir=None))
+      continue
+    row = result_row(task, mode, seed, s, stage1)
+    if recs is not None and sharding.is_primary():
+      _record(recs, config, chain, table or config.get("table", ""), row, fps[key], stage1)
+    rows.append(row)
+  stage1 = stage1 or _stage1_from_rows(rows)
   timings["total_s"] = time.time() - t0
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
-             "config": common.config_to_dict(config)}
+             "config": common.config_to_dict(config),
+             "recorded": sorted(f"{t}/{m}/seed{s}" for (t, m, s) in found)}
   table = markdown_table(rows, stage1)
   if len(config.seeds) > 1:
     results["summary"] = seed_summary(rows)

@@ -52,6 +52,24 @@ class Stage1Backbone:
     return out, dict(report, source=self.checkpoint_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskBackbone:
+  """The oracle diagnosis (docs/results/decoupled_gap.md): the backbone of a *stage-2* run
+  trained end to end on the task, with its whole conditioning pathway kept at the fresh init —
+  what stage 2 would get from a stage 1 that had learned the task's own action prior."""
+  checkpoint_dir: str
+  conditioning_patterns: tuple[str, ...]
+
+  def load(self, params):
+    source, _ = ckpt_lib.load_inference_params(self.checkpoint_dir)
+    out, report = copy_backbone(params, source, conditioning_patterns=self.conditioning_patterns,
+                                reinit_patterns=self.conditioning_patterns,
+                                source_name=f"oracle checkpoint {self.checkpoint_dir}")
+    log.info("oracle load from %s: %d backbone leaves copied, %d conditioning leaves fresh",
+             self.checkpoint_dir, len(report["copied"]), len(report["fresh"]))
+    return out, dict(report, source=self.checkpoint_dir)
+
+
 def copy_backbone(target: Mapping, source: Mapping, *, conditioning_patterns=(),
                   reinit_patterns=(), source_name: str = "source checkpoint"
                   ) -> tuple[dict, dict[str, Any]]:

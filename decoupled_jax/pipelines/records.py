@@ -1,0 +1,129 @@
+"""Raw run records that outlive a workdir (docs/results/README.md, "Raw records").
+
+A table spans days and machines; a workdir does not. Every finished stage-2 run of a chain
+with `config.record_dir` set appends one JSON object to `<record_dir>/runs.jsonl` and writes
+its per-episode outcomes to `<record_dir>/episodes/<chain>__<task>__<mode>__seed<seed>.jsonl`.
+Rerunning the table command (on a fresh clone too) skips every run whose record is there —
+matched by chain, task, mode, seed and a fingerprint of every config value that can change the
+result — and rebuilds the page from the records.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import time
+from typing import Optional
+
+# Config values that cannot change a run's result (paths, progress bars) stay out of its
+# fingerprint, so a record matches the same run on another machine or in another workdir.
+_VOLATILE = ("progress", "data.dataset", "stage1_checkpoint", "oracle_checkpoint",
+             "eval.progress", "eval.num_workers", "demos.num_workers", "demos.dataset_dir",
+             "data.fk.fk_backend")
+# What each record carries (the issue's minimum first); the rest are the chain's row fields.
+REQUIRED = ("task", "mode", "seed", "backbone", "stage1", "successes", "episodes",
+            "code_version")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+  """`git describe --always --dirty` of the checkout this package runs from ('unknown' when
+  the package is installed without its repository)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty", "--abbrev=12"],
+                         capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _drop(d: dict, dotted: str) -> None:
+  *parents, leaf = dotted.split(".")
+  for p in parents:
+    d = d.get(p)
+    if not isinstance(d, dict):
+      return
+  d.pop(leaf, None)
+
+
+def fingerprint(*parts: dict) -> str:
+  """sha256 (16 hex) of the given config dicts without their volatile values."""
+  clean = []
+  for part in parts:
+    part = json.loads(json.dumps(part, sort_keys=True, default=str))
+    for key in _VOLATILE:
+      _drop(part, key)
+    clean.append(part)
+  return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stage1_description(stage1_config: dict, summary: Optional[dict]) -> str:
+  """What the frozen backbone was pretrained on, in one line (the record's `stage1`)."""
+  d, t = stage1_config.get("data", {}), stage1_config.get("train", {})
+  source = d.get("source", "generated")
+  text = (f"{'generated Panda FK' if source == 'generated' else 'demonstration pairs'}, "
+          f"signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
+          f"{t.get('batch_size', '?')}")
+  ev = (summary or {}).get("eval") or {}
+  if "pos_err_mm" in ev:
+    text += (f"; held-out FK {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
+             f"{ev['baseline_pos_err_mm']:.1f} mm)")
+  return text
+
+
+class RunRecords:
+  """The records of one table folder (`runs.jsonl` + `episodes/`)."""
+
+  def __init__(self, directory: str):
+    self.directory = os.path.abspath(directory)
+    self.path = os.path.join(self.directory, "runs.jsonl")
+
+  def _episodes_path(self, chain: str, task: str, mode: str, seed: int) -> str:
+    name = f"{chain or 'main'}__{task}__{mode}__seed{seed}.jsonl"
+    return os.path.join(self.directory, "episodes", name)
+
+  def all(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    out = []
+    with open(self.path) as f:
+      for n, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            out.append(json.loads(line))
+          except json.JSONDecodeError:
+            raise ValueError(f"{self.path}:{n} is not a JSON record; fix or remove the "
+                             f"line") from None
+    return out
+
+  def find(self, chain: str, task: str, mode: str, seed: int, fp: str) -> Optional[dict]:
+    """The newest record of that run with that fingerprint, or None."""
+    hits = [r for r in self.all() if (r.get("chain", ""), r["task"], r["mode"], r["seed"],
+                                      r.get("fingerprint")) == (chain, task, mode, seed, fp)]
+    return hits[-1] if hits else None
+
+  def append(self, record: dict, episodes: Optional[list] = None) -> dict:
+    """Writes the per-episode outcomes first, then appends the record (one write, flushed)."""
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+      raise ValueError(f"run record lacks {missing}")
+    os.makedirs(os.path.join(self.directory, "episodes"), exist_ok=True)
+    record = dict(record, recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if episodes is not None:
+      ep_path = self._episodes_path(record.get("chain", ""), record["task"], record["mode"],
+                                    record["seed"])
+      tmp = ep_path + ".tmp"
+      with open(tmp, "w") as f:
+        for e in episodes:
+          f.write(json.dumps(e, sort_keys=True) + "\n")
+      os.replace(tmp, ep_path)
+      record["episodes_file"] = os.path.relpath(ep_path, self.directory)
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    with open(self.path, "a") as f:
+      f.write(line)
+      f.flush()
+      os.fsync(f.fileno())
+    return record
