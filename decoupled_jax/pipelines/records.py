@@ -41,6 +41,11 @@ def code_version() -> str:
 
 
 def _drop(d: dict, dotted: str) -> None:
+  """Removes `dotted` relative to `d` and to every dict nested in it (a stage's config sits at
+  any depth of a chain or table config)."""
+  for value in list(d.values()):
+    if isinstance(value, dict):
+      _drop(value, dotted)
   *parents, leaf = dotted.split(".")
   for p in parents:
     d = d.get(p)

@@ -1,0 +1,133 @@
+"""Raw run records (pipelines/records.py) and the oracle diagnosis (mode='oracle').
+
+The table command records each finished run in the repository-side record folder; rerun on a
+fresh workdir it retrains nothing and rebuilds the same page. The oracle run freezes the
+normal run's backbone under a freshly initialised conditioning pathway.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from decoupled_jax.pipelines import records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _record(**kw):
+  base = {"task": "Lift", "mode": "normal", "seed": 0, "backbone": "dp_mlp", "stage1": "none",
+          "successes": 3, "episodes": 4, "code_version": "abc", "chain": "c", "fingerprint": "f"}
+  return dict(base, **kw)
+
+
+def test_fingerprint_ignores_paths_and_progress_but_not_settings():
+  a = {"stage2": {"data": {"dataset": "/x/Lift.hdf5", "horizon": 16}, "progress": True,
+                  "eval": {"num_workers": 2, "num_episodes": 50}}}
+  b = {"stage2": {"data": {"dataset": "/y/Lift.hdf5", "horizon": 16}, "progress": False,
+                  "eval": {"num_workers": 1, "num_episodes": 50}}}
+  c = {"stage2": {"data": {"dataset": "/x/Lift.hdf5", "horizon": 16}, "progress": True,
+                  "eval": {"num_workers": 2, "num_episodes": 49}}}
+  assert records.fingerprint(a) == records.fingerprint(b)
+  assert records.fingerprint(a) != records.fingerprint(c)
+  assert len(records.fingerprint(a)) == 16
+
+
+def test_records_append_find_and_episode_files(tmp_path):
+  recs = records.RunRecords(str(tmp_path / "t"))
+  assert recs.all() == [] and recs.find("c", "Lift", "normal", 0, "f") is None
+  eps = [{"seed": 100000 + i, "success": i < 3, "length": 10 + i} for i in range(4)]
+  recs.append(_record(), eps)
+  recs.append(_record(mode="decoupled", fingerprint="g", successes=2), None)
+  assert recs.find("c", "Lift", "normal", 0, "f")["successes"] == 3
+  assert recs.find("c", "Lift", "normal", 0, "other") is None      # settings changed: rerun
+  assert recs.find("c", "Lift", "normal", 42, "f") is None
+  rec = recs.find("c", "Lift", "normal", 0, "f")
+  lines = open(tmp_path / "t" / rec["episodes_file"]).read().splitlines()
+  assert [json.loads(l) for l in lines] == eps
+  with pytest.raises(ValueError, match="lacks"):
+    recs.append({"task": "Lift"})
+  with open(recs.path, "a") as f:
+    f.write("{torn\n")
+  with pytest.raises(ValueError, match="runs.jsonl:3"):
+    recs.all()
+
+
+def test_code_version_names_a_commit():
+  v = records.code_version()
+  assert v == "unknown" or len(v.split("-")[0]) >= 7
+
+
+@pytest.mark.sim
+def test_oracle_table_records_and_resumes_from_records_alone(tmp_path):
+  """normal -> decoupled -> oracle at debug size, recorded; then a fresh workdir reruns
+  nothing and writes the same page. The oracle froze exactly the normal run's
+  non-conditioning backbone leaves and trained a fresh conditioning pathway."""
+  pytest.importorskip("robosuite")
+  from decoupled_jax.backbones import expert_interface
+  from decoupled_jax.backbones.paths import matches_any
+  from decoupled_jax.training import checkpoint as ckpt_lib
+  from decoupled_jax.training.partition import flatten
+  from decoupled_jax.training.policy import policy_from_config
+  import ml_collections
+
+  rec_dir, work = tmp_path / "raw", tmp_path / "w"
+  cmd = [sys.executable, os.path.join(REPO, "experiments", "paper.py"),
+         "--config=" + os.path.join(REPO, "configs", "paper_tables.py")
+         + f":table=gap,part=oracle,debug,record_dir={rec_dir}", f"--workdir={work}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  recs = records.RunRecords(str(rec_dir)).all()
+  assert [(r["chain"], r["task"], r["mode"]) for r in recs] == [
+      ("oracle", "PickPlaceCan", m) for m in ("normal", "decoupled", "oracle")]
+  for r in recs:
+    for k in records.REQUIRED:
+      assert k in r, k
+    assert r["table"] == "gap" and os.path.exists(rec_dir / r["episodes_file"])
+  by_mode = {r["mode"]: r for r in recs}
+  assert by_mode["oracle"]["trainable_params"] == by_mode["decoupled"]["trainable_params"]
+  assert by_mode["oracle"]["trainable_params"] < by_mode["normal"]["trainable_params"]
+
+  # The oracle's frozen leaves are the normal run's; its conditioning pathway is its own.
+  run = work / "oracle" / "PickPlaceCan"
+  normal, _ = ckpt_lib.load_inference_params(str(run / "normal" / "checkpoints"))
+  oracle, meta = ckpt_lib.load_inference_params(str(run / "oracle" / "checkpoints"))
+  summary = json.load(open(run / "oracle" / "summary.json"))
+  policy = policy_from_config(ml_collections.ConfigDict(meta["config"]), meta["image_keys"],
+                              meta["lowdim_keys"])
+  patterns = expert_interface(policy.backbone).conditioning_patterns
+  fn, fo = flatten(normal), flatten(oracle)
+  backbone = [p for p in fn if p.startswith("backbone/")]
+  cond = [p for p in backbone if matches_any(p[len("backbone/"):], patterns)]
+  frozen = [p for p in backbone if p not in cond]
+  assert cond and frozen
+  assert summary["loaded"] == {"copied": len(frozen), "fresh": len(cond)}
+  for p in frozen:
+    np.testing.assert_allclose(fo[p], fn[p], rtol=1e-6, atol=1e-7, err_msg=p)
+  assert any(not np.allclose(fo[p], fn[p]) for p in cond)
+
+  # Fresh workdir, same records: nothing is trained or generated, the page is identical.
+  page = (work / "results.md").read_text()
+  shutil.rmtree(work)
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (work / "results.md").read_text() == page
+  assert not (work / "oracle" / "PickPlaceCan").exists() and not (work / "demos").exists()
+  assert not (work / "oracle" / "stage1").exists()
+  assert len(records.RunRecords(str(rec_dir)).all()) == 3
+
+
+def test_stage1_checkpoint_keeps_refusing_a_finetune_checkpoint_and_oracle_is_named(tmp_path):
+  from decoupled_jax import config_lib
+  from decoupled_jax.errors import ConfigError
+  c = config_lib.finetune_config(mode="oracle")
+  c.data.dataset = str(tmp_path)
+  with pytest.raises(ConfigError, match="oracle_checkpoint"):
+    config_lib.validate(c)
+  c.mode, c.oracle_checkpoint = "decoupled", str(tmp_path)
+  c.stage1_checkpoint = str(tmp_path)
+  with pytest.raises(ConfigError, match="oracle_checkpoint.*only used by mode='oracle'"):
+    config_lib.validate(c)
