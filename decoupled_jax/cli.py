@@ -11,8 +11,9 @@ Flags every binary gets: `--verbose`, `--distributed` (+ `--coordinator_address`
 `--num_processes`, `--process_id`), `--[no]compilation_cache`, `--compilation_cache_dir`.
 
 A user error (`decoupled_jax.errors.UserError`, a bad dataset, a refused overwrite, a missing
-file) ends the process with `error: <one line>` on stderr and exit status 2; `--verbose`
-shows the traceback. Anything else is a bug and keeps its traceback.
+file, a write that failed for lack of space however deeply wrapped) ends the process with
+`error: <one line>` on stderr and exit status 2; `--verbose` shows the traceback. Anything
+else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -84,10 +85,15 @@ def run(main) -> None:
                              flags.FLAGS.process_id)
     try:
       return main(argv)
-    except _user_errors() as e:
-      if flags.FLAGS.verbose:
+    except Exception as e:  # noqa: BLE001 -- anything but a user error is re-raised
+      if isinstance(e, _user_errors()):
+        user_error = e
+      else:   # a full disk, however deeply wrapped (training names its step itself)
+        from decoupled_jax.training.workdir import disk_full
+        user_error = disk_full(e)
+      if user_error is None or flags.FLAGS.verbose:
         raise
-      msg = " ".join(str(e).split()) or type(e).__name__
+      msg = " ".join(str(user_error).split()) or type(user_error).__name__
       print(f"error: {msg}", file=sys.stderr, flush=True)
       sys.exit(2)
 

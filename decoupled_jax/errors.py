@@ -16,3 +16,12 @@ class CheckpointError(UserError, RuntimeError):
 
 class WorkdirLockedError(UserError, RuntimeError):
   """Another process holds the run's working directory."""
+
+
+class DiskFullError(UserError):
+  """A write failed for lack of space (or quota): `path` is what was being written, `step`
+  the newest intact checkpoint step (None: none yet). Built by `training.workdir.disk_full`."""
+
+  def __init__(self, message: str, path=None, step=None):
+    super().__init__(message)
+    self.path, self.step = path, step

@@ -42,6 +42,15 @@ class PolicyRunner:
 
   Calls are padded to `batch_size` rows (larger calls are split), so one compiled program
   serves every call.
+
+  * `batch_size=1` (the default; every closed-loop evaluation uses it): each row is sampled by
+    one compiled batch-1 program, so a row's actions are a bitwise function of (params, its
+    observation, its key) whatever the other rows of the call, their number or its position
+    (an evaluation gives the same episodes with any worker count). The rows of a call are
+    dispatched together and run asynchronously.
+  * `batch_size=B > 1` (the policy server's throughput setting): rows share a vmapped program
+    of B rows; XLA picks kernels by shape, so a row's actions then differ from the batch-1
+    ones by float rounding (~1e-6) and may depend on its position in the batch.
   """
 
   def __init__(self, policy, head, params, normalizer: LimitsNormalizer, *,
@@ -94,6 +103,21 @@ class PolicyRunner:
           raise ObservationError(f"observation '{k}' contains NaN or inf")
     if not n:
       raise ObservationError("empty observation batch")
+    # What the model sees is float32 and normalised: a finite float64 (1e300) or float32
+    # (3e38) value can still become inf there, so finiteness is checked again on that.
+    floats = [k for k in self.obs_keys if self.obs_dtypes[k] != "uint8"]
+    normalizer = getattr(self, "normalizer", None)   # duck-typed users (RemotePolicy) have none
+    with np.errstate(over="ignore", invalid="ignore"):
+      seen = {k: np.asarray(obs_batch[k]).astype(np.float32) for k in floats}
+      if normalizer is not None:
+        fields = [k for k in normalizer.fields if k in seen]
+        seen.update(normalizer.normalize({k: seen[k] for k in fields}, fields=fields))
+      for k in floats:
+        if not np.all(np.isfinite(np.asarray(seen[k], np.float32))):
+          big = float(np.max(np.abs(np.asarray(obs_batch[k], np.float64))))
+          raise ObservationError(
+              f"observation '{k}' is out of range: it holds values (|x| up to {big:.3g}) "
+              f"that are not finite once cast to float32 and normalised")
     return n
 
   # ------------------------------------------------------------------ inference
@@ -106,10 +130,16 @@ class PolicyRunner:
                                          fields=lowdim))
     self.calls += 1
     if seeds is not None:
-      seeds = np.asarray(seeds, np.int64).reshape(-1)
-      steps = np.zeros_like(seeds) if steps is None else np.asarray(steps, np.int64).reshape(-1)
+      try:
+        seeds = np.asarray(seeds, np.int64).reshape(-1)
+        steps = (np.zeros_like(seeds) if steps is None
+                 else np.asarray(steps, np.int64).reshape(-1))
+      except (OverflowError, TypeError, ValueError) as e:
+        raise ValueError(f"seeds/steps must be 64-bit integers ({e})") from None
       if seeds.shape != (n,) or steps.shape != (n,):
         raise ValueError(f"seeds/steps must have {n} entries, got {seeds.shape}/{steps.shape}")
+      if steps.size and (steps.min() < 0 or steps.max() > 0xFFFFFFFF):
+        raise ValueError(f"steps must be in [0, 2**32), got {steps.min()}..{steps.max()}")
       keys = [jax.random.fold_in(jax.random.fold_in(self.base_key, int(s) & 0x7FFFFFFF), int(t))
               for s, t in zip(seeds, steps)]
     else:
@@ -124,14 +154,27 @@ class PolicyRunner:
       k = jnp.stack(keys[rows] + [keys[rows][-1]] * pad)
       if pad:
         chunk = {k_: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k_, v in chunk.items()}
-      out.append(np.asarray(self._sample(self.params, chunk, k))[:m])
-    pred = np.concatenate(out)
-    return np.asarray(self.normalizer.unnormalize_field("actions", pred))
+      out.append((self._sample(self.params, chunk, k), m))   # dispatched, not awaited
+    out = [np.asarray(a)[:m] for a, m in out]
+    pred = np.asarray(self.normalizer.unnormalize_field("actions", np.concatenate(out)))
+    _refuse_non_finite(pred)
+    return pred
 
   def __call__(self, obs_batch: Mapping, seeds=None, steps=None) -> np.ndarray:
     pred = self.predict(obs_batch, seeds, steps)
     chunk = pred[:, self.n_obs - 1:self.n_obs - 1 + self.n_act]
-    return rotation.model_action_to_env(chunk.astype(np.float64))
+    return _refuse_non_finite(rotation.model_action_to_env(chunk.astype(np.float64)))
+
+
+def _refuse_non_finite(actions: np.ndarray) -> np.ndarray:
+  """Non-finite actions never leave a runner: ObservationError naming the rows instead."""
+  with np.errstate(invalid="ignore"):
+    bad = ~np.isfinite(actions.reshape(len(actions), -1)).all(axis=1)
+  if bad.any():
+    raise ObservationError(
+        f"the policy produced non-finite actions for row(s) {np.flatnonzero(bad).tolist()} "
+        f"(observations far outside the training range?); no actions were returned")
+  return actions
 
 
 # Stages whose checkpoints are observation -> action policies (stage 1 is not one).

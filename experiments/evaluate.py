@@ -5,7 +5,9 @@
 
 Writes <output>/eval.json (success rate with a 95% Wilson interval, episode lengths, policy
 latency, env steps/s, per-episode records) and mp4 videos of the first --num_videos episodes.
-An episode is a function of its seed: evaluating twice gives the same per-episode outcomes.
+An episode is a function of its seed: evaluating twice, with any --num_workers, gives the same
+per-episode outcomes, lengths and final-state hashes (--num_workers only sets how many env
+processes run; the policy samples every episode's row with the same batch-1 program).
 """
 import os
 
@@ -43,8 +45,10 @@ def main(argv):
   if FLAGS.inference_steps:
     overrides["num_inference_steps"] = FLAGS.inference_steps
     overrides["flow_num_steps"] = FLAGS.inference_steps
+  # Batch 1 whatever --num_workers: each row (episode) is sampled by the same batch-1
+  # program, so the episodes do not depend on the worker count (inference.PolicyRunner).
   runner, meta = inference.load_policy(
-      FLAGS.checkpoint, batch_size=max(1, FLAGS.num_workers), seed=FLAGS.seed, step=FLAGS.step,
+      FLAGS.checkpoint, batch_size=1, seed=FLAGS.seed, step=FLAGS.step,
       head_overrides=overrides)
   out = FLAGS.output or os.path.join(os.path.dirname(os.path.abspath(FLAGS.checkpoint)), "eval")
   os.makedirs(out, exist_ok=True)

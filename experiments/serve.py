@@ -8,6 +8,13 @@ frame per key with 'reset': true at each new episode, or the whole (n_obs_steps,
 history), or `decoupled_jax.serving.client.RemotePolicy` (the runner's contract, ready for
 `sim.evaluator.evaluate_policy`). The policy is compiled before the port opens; GET /healthz
 answers OK. Listens on 127.0.0.1 unless --host says otherwise; Ctrl-C / SIGTERM stop it.
+
+Exposure (docs/security.md): --token_file=FILE (or $DECOUPLED_JAX_SERVE_TOKEN) makes every
+client present the token (`Authorization: Bearer <token>`; openpi-client: `api_key=`);
+requests from browser pages (an Origin header) are refused unless --allow_origin names it;
+--max_connections (default 32) and --max_message_bytes (default: from the policy's inputs)
+bound what clients can make the server hold. To serve beyond this machine, keep the server
+on 127.0.0.1 behind a TLS reverse proxy (wss://) and set a token.
 """
 from decoupled_jax import cli
 

@@ -31,6 +31,9 @@ robomimic filter keys (masks) as episode indices, the source file and the demo n
 paths ('observation/image', 'action', 'observation/state'), validating each like the HDF5
 reader, with one-line `DatasetError`s naming the directory, episode and key. `path` may be the
 version directory, the dataset directory or the export's `out_dir` (one dataset below it).
+Before TFDS opens a directory, `check_feature_classes` refuses any feature class outside TFDS's
+own (TFDS imports the module a features.json names: a dataset folder could carry code), and
+every array_record shard is opened once so a truncated or corrupt file is named.
 """
 from __future__ import annotations
 
@@ -239,6 +242,128 @@ def export_rlds(episodes: EpisodeData, out_dir: str, *, name: str | None = None,
   return str(builder.data_path)
 
 
+# ----------------------------------------------------------------------------- safety
+# TFDS's own feature classes (tensorflow_datasets 4.9, `tensorflow_datasets.core.features`;
+# `feature.Tensor` is its alias for old files). TFDS imports the module of any other class a
+# features.json names, so a crafted dataset could run code when it is opened.
+TFDS_FEATURE_CLASSES = frozenset(f"tensorflow_datasets.core.features.{c}" for c in (
+    "audio_feature.Audio", "bounding_boxes.BBoxFeature", "class_label_feature.ClassLabel",
+    "dataset_feature.Dataset", "feature.Tensor", "features_dict.FeaturesDict",
+    "image_feature.Image", "labeled_image.LabeledImage", "scalar.Scalar",
+    "sequence_feature.Sequence", "tensor_feature.Tensor", "text_feature.Text",
+    "top_level_feature.TopLevelFeature", "translation_feature.Translation",
+    "translation_feature.TranslationVariableLanguages", "video_feature.Video"))
+# Keys that name a class: the proto JSON field (protobuf parses both spellings) and the legacy
+# `{"type": ..., "content": ...}` form (TFDS imports any dotted 'type' there).
+_CLASS_KEYS = ("pythonClassName", "python_class_name")
+_STRUCTURE = {"featuresDict", "features_dict", "features", "sequence", "feature", "content",
+              "jsonFeature", "json_feature", "json"}
+
+
+class _Obj(list):
+  """A JSON object as its (key, value) pairs, duplicate keys kept."""
+
+
+def _load_pairs(text: str):
+  return json.loads(text, object_pairs_hook=_Obj)
+
+
+def _class_names(node, path: tuple = ()):
+  """(feature path, class name) for every class a features tree names, at any depth and
+  inside JSON-in-a-string (`jsonFeature`) too."""
+  if isinstance(node, _Obj):
+    for k, v in node:
+      if k in _CLASS_KEYS or (k == "type" and isinstance(v, str) and "." in v):
+        yield "/".join(path) or "<top>", v
+      else:
+        yield from _class_names(v, path if k in _STRUCTURE else path + (k,))
+  elif isinstance(node, list):
+    for v in node:
+      yield from _class_names(v, path)
+  elif isinstance(node, str) and node.lstrip()[:1] in ("{", "["):
+    try:
+      inner = _load_pairs(node)
+    except ValueError:
+      return
+    yield from _class_names(inner, path)
+
+
+def check_feature_classes(vdir: str) -> None:
+  """DatasetError unless every feature class that features.json (and the `features` of
+  dataset_info.json) names is one of TFDS's own; run before TFDS sees the directory."""
+  for fname, section in (("features.json", None), ("dataset_info.json", "features")):
+    p = os.path.join(vdir, fname)
+    if not os.path.lexists(p):
+      continue
+    try:
+      with open(p, encoding="utf-8") as f:
+        tree = _load_pairs(f.read())
+    except ValueError as e:
+      raise DatasetError(f"{p}: not valid JSON ({e})") from e
+    except OSError as e:
+      raise DatasetError(f"{p}: cannot read ({type(e).__name__}: {e})") from e
+    if section:
+      tree = [v for k, v in tree if k == section] if isinstance(tree, _Obj) else []
+    for where, name in _class_names(tree):
+      if not isinstance(name, str) or name not in TFDS_FEATURE_CLASSES:
+        shown = name if isinstance(name, str) else json.dumps(name)[:80]
+        raise DatasetError(f"{p}: feature '{where}' names class {shown!r}, not one of "
+                           f"TFDS's own feature classes; refusing to open the dataset (TFDS "
+                           f"would import that module)")
+
+
+def _shard_problem(path: str, expected: int) -> str | None:
+  """Why an array_record shard cannot give `expected` records (None when it can)."""
+  from array_record.python import array_record_module
+  if not os.path.isfile(path):
+    return "missing"
+  reader = None
+  try:
+    reader = array_record_module.ArrayRecordReader(path, options="readahead_buffer_size:0",
+                                                   file_reader_buffer_size=32768)
+    n = reader.num_records() if reader.ok() else None
+    if n is None:
+      try:   # the reader keeps its reason to itself until asked for a record
+        reader.read([0])
+        why = "no readable record index"
+      except Exception as e:  # noqa: BLE001
+        why = str(e)
+    elif n < expected:
+      why = f"{n} records, dataset_info.json says {expected}"
+    else:
+      return None
+  except Exception as e:  # noqa: BLE001  (the reader raises RuntimeError/ValueError/...)
+    why = f"{type(e).__name__}: {e}"
+  finally:
+    if reader is not None:
+      try:
+        reader.close()
+      except Exception:  # noqa: BLE001
+        pass
+  why = " ".join(why.split())
+  return f"truncated or corrupt ({os.path.getsize(path)} bytes; {why})"
+
+
+def _check_shards(builder, splits: Sequence[str]) -> list[list[tuple[int, str]]]:
+  """Open every shard of `splits` once (DatasetError naming a missing, truncated or corrupt
+  file); returns per split the (first episode, file) of each shard."""
+  out = []
+  for split in splits:
+    starts, at = [], 0
+    for fi in builder.info.splits[split].file_instructions:
+      path = os.fspath(fi.filename)
+      problem = _shard_problem(path, int(getattr(fi, "examples_in_shard", 0) or
+                                          int(fi.skip) + int(fi.take)))
+      if problem == "missing":
+        raise DatasetError(f"{path}: array_record file of split {split!r} is missing")
+      if problem:
+        raise DatasetError(f"{path}: array_record file is {problem}")
+      starts.append((at, path))
+      at += int(fi.take)
+    out.append(starts)
+  return out
+
+
 # ----------------------------------------------------------------------------- reading
 def find_version_dir(path: str) -> str:
   """The TFDS version directory at/below `path` (dataset_info.json); DatasetError otherwise."""
@@ -302,6 +427,7 @@ def read_rlds(path: str, keys: Sequence[str], *, filter_key: str | None = None,
   path = str(path)
   vdir = find_version_dir(path)
   ours = read_metadata(vdir)
+  check_feature_classes(vdir)
   try:
     builder = tfds.builder_from_directory(vdir)
   except Exception as e:  # noqa: BLE001  (tfds raises many kinds)
@@ -333,17 +459,19 @@ def read_rlds(path: str, keys: Sequence[str], *, filter_key: str | None = None,
                          f"{sorted(filter_keys)}, splits: {splits})")
   else:
     use_splits = splits
+  shards = _check_shards(builder, use_splits)
   sources = builder.as_data_source(split=use_splits)
   image_fields = set(image_fields)
   order = [action_field] + [k for k in keys if k != action_field]
   parts = {k: k.split("/") for k in order}
   recs = []   # (episode_index, demo_name, {key: array})
-  for split, ds in zip(use_splits, sources):
+  for split, ds, starts in zip(use_splits, sources, shards):
     for j in range(len(ds)):
       try:
         ep = ds[j]
       except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"{vdir}: split {split} episode {j}: cannot decode "
+        shard = next((p for at, p in reversed(starts) if at <= j), vdir)
+        raise DatasetError(f"{shard}: split {split} episode {j}: cannot decode "
                            f"({type(e).__name__}: {e})") from e
       md = ep.get("episode_metadata", {}) if hasattr(ep, "get") else {}
       idx = int(md["episode_index"]) if "episode_index" in md else len(recs)

@@ -9,6 +9,8 @@ import logging
 from decoupled_jax import cli
 from decoupled_jax.errors import UserError
 
+TOKEN_ENV = "DECOUPLED_JAX_SERVE_TOKEN"   # the serve binary's token when --token_file is unset
+
 
 def _define_serve_flags():
   from absl import flags
@@ -24,7 +26,31 @@ def _define_serve_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed (requests carrying 'seed' fold it in).")
   flags.DEFINE_string("sampler", "", "Override the diffusion sampler: ddpm | ddim.")
   flags.DEFINE_integer("inference_steps", 0, "Override the number of sampling steps.")
+  flags.DEFINE_string("token_file", None, "File whose first line is the shared secret every "
+                      "client must present (Authorization: Bearer <token>). Default: the "
+                      f"{TOKEN_ENV} environment variable; neither: no token required.")
+  flags.DEFINE_multi_string("allow_origin", [], "A browser Origin allowed to connect (repeat "
+                            "for several). Default: any request with an Origin is refused.")
+  flags.DEFINE_integer("max_connections", 32, "Open connections allowed; more are refused "
+                       "(HTTP 503).")
+  flags.DEFINE_integer("max_message_bytes", 0, "Largest request accepted (0: twice the "
+                       "policy's largest valid request, plus 1 MiB).")
   flags.mark_flags_as_mutual_exclusive(["checkpoint", "export"], required=True)
+
+
+def _read_token(path):
+  """The token from --token_file (first line) or the environment; None when neither."""
+  import os
+  if path:
+    try:
+      with open(path) as fh:
+        token = fh.readline().strip()
+    except OSError as e:
+      raise UserError(f"--token_file: cannot read {path}: {e.strerror}") from e
+    if not token:
+      raise UserError(f"--token_file: {path} is empty")
+    return token
+  return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 def _serve(argv):
@@ -32,7 +58,7 @@ def _serve(argv):
   from absl import flags
   from decoupled_jax import inference
   from decoupled_jax.export import load_exported
-  from decoupled_jax.serving.server import PolicyServer
+  from decoupled_jax.serving.server import PolicyServer, policy_name
   f = flags.FLAGS
   logging.getLogger("websockets.server").setLevel(logging.WARNING)
   overrides = {}
@@ -40,16 +66,20 @@ def _serve(argv):
     overrides["sampler"] = f.sampler
   if f.inference_steps:
     overrides.update(num_inference_steps=f.inference_steps, flow_num_steps=f.inference_steps)
+  token = _read_token(f.token_file)
   if f.checkpoint:
-    runner, _ = inference.load_policy(f.checkpoint, step=f.step, batch_size=f.batch_size,
-                                      seed=f.seed, head_overrides=overrides)
-    source = {"checkpoint": f.checkpoint}
+    runner, meta = inference.load_policy(f.checkpoint, step=f.step, batch_size=f.batch_size,
+                                         seed=f.seed, head_overrides=overrides)
+    about = {"policy": policy_name(f.checkpoint), "source": "checkpoint",
+             **({"stage": meta["stage"]} if meta.get("stage") else {})}
   else:
     runner = load_exported(f.export, batch_size=f.batch_size, seed=f.seed,
                            head_overrides=overrides)
-    source = {"export": f.export}
+    about = {"policy": policy_name(f.export), "source": "export"}
   server = PolicyServer(runner, host=f.host, port=f.port, max_batch=f.batch_size,
-                        batch_wait_ms=f.batch_wait_ms, metadata={"source": source})
+                        batch_wait_ms=f.batch_wait_ms, metadata=about, token=token,
+                        allowed_origins=f.allow_origin, max_connections=f.max_connections,
+                        max_message_bytes=f.max_message_bytes or None)
   try:
     server.serve_forever()
   except OSError as e:

@@ -10,12 +10,16 @@ exactly what the runner would), with "seed"/"step" when given, which makes the a
 bit-identical to in-process inference. Rows are pipelined: all requests are sent before the
 replies are read; with `connections=k` the rows are spread over k sockets so that a batching
 server can serve them in one call. Errors: `inference.ObservationError` for an observation
-the server rejects (the server's message, naming the key), `RemotePolicyError` otherwise.
+the server rejects (the server's message, naming the key), `RemotePolicyError` otherwise
+(including a refused connection: wrong token, Origin, server busy).
+
+`token=` sends `Authorization: Bearer <token>` at the handshake (servers started with a
+token; docs/security.md). Use a wss:// address for a server behind a TLS reverse proxy.
 """
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 import websockets
@@ -33,16 +37,25 @@ def _uri(address: str) -> str:
 class RemotePolicy:
 
   def __init__(self, address: str, *, connections: int = 1, timeout: float = 300.0,
-               connect_timeout: float = 30.0):
+               connect_timeout: float = 30.0, token: Optional[str] = None):
     self.address = _uri(address)
     self.timeout = timeout
     self._conns = []
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
       for _ in range(max(1, int(connections))):
-        conn = ws_client.connect(self.address, compression=None, max_size=None,
-                                 open_timeout=connect_timeout)
+        try:
+          conn = ws_client.connect(self.address, compression=None, max_size=None,
+                                   open_timeout=connect_timeout, additional_headers=headers)
+        except websockets.InvalidStatus as e:   # refused at the handshake: say why
+          body = (e.response.body or b"").decode("utf-8", "replace").strip()
+          raise RemotePolicyError(f"{self.address} refused the connection: HTTP "
+                                  f"{e.response.status_code} {body}") from None
         self._conns.append(conn)
-        self.metadata = msgpack_numpy.unpackb(conn.recv(timeout=connect_timeout))
+        try:
+          self.metadata = msgpack_numpy.unpackb(conn.recv(timeout=connect_timeout))
+        except websockets.ConnectionClosed as e:
+          raise RemotePolicyError(f"{self.address} closed the connection ({e})") from None
     except BaseException:
       self.close()
       raise

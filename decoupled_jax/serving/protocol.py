@@ -35,8 +35,26 @@ Transport: one websocket per client, binary frames of msgpack with numpy arrays
    `inference.ObservationError` / `RemotePolicyError`. The connection stays open and the
    per-connection history is left as it was before the bad request.
 
-A message larger than the server's limit (64 MiB by default) closes that connection (code
-1009), as websockets does. GET /healthz answers "OK" (HTTP 200).
+"seed" must be an integer in [-2**63, 2**63) and "step" one in [0, 2**32) (the noise key is
+fold_in(fold_in(key, seed mod 2**31), step)); anything else is a RequestError for that request
+alone. An observation that is not finite once cast to float32 and normalised (e.g. 1e300 sent
+as float64) is an ObservationError, and so is a request whose sampled actions are not finite:
+non-finite actions are never sent.
+
+Limits and access (docs/security.md):
+* A message larger than the server's `max_message_bytes` (in the metadata; by default twice
+  the largest valid request of the policy plus 1 MiB) closes that connection (code 1009), as
+  websockets does. A connection's received-but-unanswered frames are bounded too: the
+  server stops reading from a socket that has `max_queue` frames waiting.
+* Handshake refusals (HTTP, before any websocket frame): 403 for a request carrying an
+  `Origin` header that is not allowed (browsers; by default every Origin is refused), 401
+  for a wrong token in the `Authorization` header, 503 when `max_connections` are open.
+* With a token configured, a client proves it either with the header
+  `Authorization: Bearer <token>` (openpi-client's `api_key=` sends `Api-Key <token>`, also
+  accepted) or, if it cannot set headers, with a first message {"token": "<token>"}
+  (msgpack map or JSON text); only then is the metadata sent. A missing or wrong
+  first-message token closes the connection with code 1008 and the reason.
+GET /healthz answers "OK" (HTTP 200) with no token.
 
 Requests of one connection are answered in order (a client may pipeline several); requests
 of different connections are served concurrently and, up to the server's `max_batch`, share
@@ -51,6 +69,8 @@ PROTOCOL_VERSION = 1
 ACTION_DIM = 7
 ACTION_LAYOUT = "absolute env actions [pos(3), axis-angle(3), gripper(1)] (robosuite OSC_POSE)"
 RESERVED_FIELDS = ("reset", "seed", "step")
+SEED_RANGE = (-2**63, 2**63 - 1)   # inclusive; what the runner takes as int64
+STEP_RANGE = (0, 2**32 - 1)        # inclusive; jax.random.fold_in takes uint32 data
 
 
 class RemotePolicyError(RuntimeError):

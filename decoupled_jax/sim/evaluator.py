@@ -13,7 +13,12 @@ Policy contract:
   stochastic policy must draw row i's noise from (seeds[i], steps[i]) only (e.g. the JAX
   runner's key fold_in(fold_in(base_key, seed), step); `make_random_policy` uses
   np.random.default_rng((base_seed, seed, step))), never from call order or batch composition,
-  so an episode does not depend on which other episodes share its batch or worker.
+  so an episode does not depend on which other episodes share its batch or worker. Row i's
+  actions must also be computed from row i alone, bitwise: XLA's batched kernels round
+  differently with the batch size (and row position), so the JAX runner samples each row with
+  one compiled batch-1 program (`inference.PolicyRunner` with `batch_size=1`, what every
+  evaluation path uses; a runner with `batch > 1` is warned about, as its episodes can change
+  with the worker count).
   It returns (N, >=Ta, 7) env actions [pos, axis-angle, gripper] *starting at the current step*
   (a diffusion policy slices its prediction [To-1, To-1+Ta) itself). It is called in the main
   process, once per replanning round for all active envs together.
@@ -55,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -65,6 +71,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from decoupled_jax.sim.robosuite_env import EnvSpec, make_env_from_spec, make_spec
+
+log = logging.getLogger(__name__)
 
 # Test seeds of the MimicGen runner (docs/method.md §7.1): 100000 + i.
 DEFAULT_SEED_BASE = 100000
@@ -316,6 +324,11 @@ def evaluate_policy(policy_fn: Callable[..., np.ndarray], task: str, *,
   """Run the policy closed-loop; see the module docstring. Returns a JSON-able dict."""
   mode, plan = _episode_plan(seeds, num_episodes, initial_states)
   keyed = _policy_takes_seeds(policy_fn)
+  if int(getattr(policy_fn, "batch", 1) or 1) > 1:
+    log.warning("the policy runs batches of %d rows: an episode's actions can change (by "
+                "float rounding) with the rows it shares a call with, i.e. with num_workers; "
+                "use a batch_size=1 runner for worker-count-independent episodes",
+                policy_fn.batch)
   videos_on = bool(video_dir) and num_videos > 0
   spec = make_spec(task, use_images=use_images, image_size=image_size, render_size=video_size,
                    offscreen=videos_on)

@@ -9,22 +9,94 @@ Items of each step:
   meta    JSON: the config, normalizer stats, stage, shapes (`inference.py` needs nothing else)
 
 Reading falls back to the newest *intact* step: a step whose files are damaged is named in
-one log line (step and file) and the previous one is used; never a silent restart.
+one log line (step and file) and the previous one is used; never a silent restart. The
+aftermath of a failed orbax read or write (tracebacks that asyncio, tensorstore's callbacks
+and orbax's threads print after the error was already raised to us) is silenced:
+`_silence_orbax_aftermath`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sys
+import threading
+import traceback
 from typing import Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
 from decoupled_jax.errors import CheckpointError
+from decoupled_jax.training import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 ITEMS = ("state", "params", "meta")
+
+
+def _in_orbax(exc: Optional[BaseException], obj=None) -> bool:
+  """Whether an exception was raised in orbax's code (or `obj` is an orbax coroutine/task)."""
+  try:
+    code = getattr(obj, "cr_code", None)
+    if code is None and callable(getattr(obj, "get_coro", None)):
+      code = getattr(obj.get_coro(), "cr_code", None)
+    if code is not None and "/orbax/" in code.co_filename:
+      return True
+    tb = exc.__traceback__ if exc is not None else None
+    return any("/orbax/" in frame.f_code.co_filename for frame, _ in traceback.walk_tb(tb))
+  except Exception:  # noqa: BLE001 -- called from hooks, which must not fail
+    return False
+
+
+# Set once a save raised to us: orbax's other threads of that save may still be running (and
+# fail at interpreter exit); what they log is the same failure again.
+_SAVE_FAILED = threading.Event()
+
+
+class _DropOrbaxAftermath(logging.Filter):
+  """asyncio: 'Task exception was never retrieved' for orbax's read/write tasks whose error
+  orbax already raised. absl (orbax logs through it): a background save that failed for lack
+  of space, logged with its traceback by every orbax thread that saw it (the trainer reports
+  it in one line, `workdir.disk_full`), and anything the stragglers of a failed save log."""
+
+  def filter(self, record):
+    err = record.exc_info[1] if record.exc_info else None
+    if record.name == "asyncio":
+      return not ("/orbax/" in record.getMessage() or _in_orbax(err))
+    if "/orbax/" not in record.pathname:
+      return True
+    if _SAVE_FAILED.is_set() and record.levelno >= logging.WARNING:
+      return False
+    if err is None:
+      err = RuntimeError(record.getMessage())
+    return workdir_lib.no_space(err) is None
+
+
+_FILTER = _DropOrbaxAftermath()
+
+
+def _unraisable_hook(unraisable):
+  """Drops what a failed orbax read leaves behind after it raised: tensorstore callbacks that
+  find orbax's per-call event loop closed ('Event loop is closed', no object), and orbax
+  coroutines collected with their (already reported) exception."""
+  exc = unraisable.exc_value
+  if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+      and unraisable.object is None) or _in_orbax(exc, unraisable.object):
+    return
+  _unraisable_hook.previous(unraisable)
+
+
+_unraisable_hook.previous = sys.__unraisablehook__
+
+def _silence_orbax_aftermath() -> None:
+  """Idempotent; re-installs the hook if someone replaced it since."""
+  for name in ("asyncio", "absl"):
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+      logger.addFilter(_FILTER)
+  if sys.unraisablehook is not _unraisable_hook:
+    _unraisable_hook.previous = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook
 
 
 @contextlib.contextmanager
@@ -65,6 +137,8 @@ class Checkpointer:
                async_save: bool = False):
     """async_save: `save` returns once the arrays are copied to host memory and the files are
     written in the background (training continues); `wait`/`close` block until done."""
+    _silence_orbax_aftermath()
+    _SAVE_FAILED.clear()
     self.directory = os.path.abspath(directory)
     self.async_save = bool(async_save) and not read_only
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
@@ -79,19 +153,23 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, params, meta: dict) -> None:
-    self.manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        params=ocp.args.StandardSave(params),
-        meta=ocp.args.JsonSave(meta)), force=True)
-    if not self.async_save:
-      self.manager.wait_until_finished()
+    """Raises a failure of the previous (async) save, or of this one when synchronous."""
+    with _saving():
+      self.manager.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          params=ocp.args.StandardSave(params),
+          meta=ocp.args.JsonSave(meta)), force=True)
+      if not self.async_save:
+        self.manager.wait_until_finished()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with _saving():
+      self.manager.wait_until_finished()
 
   def _newest_intact(self, read: Callable[[int], object], item: str,
-                     step: Optional[int] = None):
-    """(step, read(step)) for `step`, or else the newest step `read` succeeds on."""
+                     step: Optional[int] = None, move_aside: bool = False):
+    """(step, read(step)) for `step`, or else the newest step `read` succeeds on; each
+    unreadable newer step is named in one warning line (and moved aside with `move_aside`)."""
     steps = [step] if step is not None else self.all_steps()[::-1]
     if not steps:
       raise CheckpointError(f"no checkpoint found in {self.directory}")
@@ -101,35 +179,37 @@ class Checkpointer:
         with _quiet_restore():
           value = read(s)
       except Exception as e:  # noqa: BLE001 -- any read error marks the step as damaged
-        failures.append(f"step {s} is unreadable ({_describe_failure(self._step_dir(s), item, e)})")
+        failures.append((s, f"step {s} is unreadable "
+                            f"({_describe_failure(self._step_dir(s), item, e)})"))
         continue
-      for f in failures:
-        log.warning("%s; using step %d instead", f, s)
+      for bad, text in failures:
+        aside = f"; moved step {bad} aside to {self._move_aside(bad)}" if move_aside else ""
+        log.warning("%s; using step %d instead%s", text, s, aside)
+      if move_aside and failures:
+        self.manager.reload()
       return s, value
-    raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(failures))
+    raise CheckpointError(f"no intact checkpoint in {self.directory}: " +
+                          "; ".join(text for _, text in failures))
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
+
+  def _move_aside(self, step: int) -> str:
+    """Renames a damaged step to `<step>.damaged[N]` (kept for inspection, ignored by orbax)."""
+    dst, n = self._step_dir(step) + ".damaged", 1
+    while os.path.exists(dst):
+      dst, n = f"{self._step_dir(step)}.damaged{n}", n + 1
+    os.replace(self._step_dir(step), dst)
+    return dst
 
   def restore_state(self, target_state, step: Optional[int] = None):
     """(step, state) of the newest intact step (or exactly `step`). Damaged newer steps are
     moved aside to `<step>.damaged` (kept for inspection, ignored by orbax) so training can
     write that step again."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    restored, state = self._newest_intact(lambda s: self.manager.restore(
+    return self._newest_intact(lambda s: self.manager.restore(
         s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state,
-        "state", step)
-    newer = [s for s in self.all_steps() if s > restored]
-    for s in newer:
-      dst = self._step_dir(s) + ".damaged"
-      n = 1
-      while os.path.exists(dst):
-        dst, n = f"{self._step_dir(s)}.damaged{n}", n + 1
-      os.replace(self._step_dir(s), dst)
-      log.warning("moved the damaged checkpoint step %d aside to %s", s, dst)
-    if newer:
-      self.manager.reload()
-    return restored, state
+        "state", step, move_aside=True)
 
   def restore_params(self, step: Optional[int] = None) -> tuple[dict, dict]:
     """Inference params onto this process's first device, whatever the devices the run
@@ -146,8 +226,18 @@ class Checkpointer:
         meta=ocp.args.JsonRestore())).meta), "meta", step)[1]
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    with _saving():
+      self.manager.wait_until_finished()
+      self.manager.close()
+
+
+@contextlib.contextmanager
+def _saving():
+  try:
+    yield
+  except BaseException:
+    _SAVE_FAILED.set()
+    raise
 
 
 def _local_target(metadata):

@@ -8,6 +8,7 @@ arrives in the `Stage` object (`training/stage.py`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ from decoupled_jax.training.policy import init_policy
 from decoupled_jax.training.prefetch import Prefetcher
 from decoupled_jax.training.stage import Stage
 from decoupled_jax.training.train_state import create_train_state, make_train_step
-from decoupled_jax.training.workdir import MetricsLog
+from decoupled_jax.training.workdir import MetricsLog, checkpoint_steps, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ def total_steps(config, stage: Stage) -> int:
 
 def check_workdir(workdir: str, resume: bool) -> None:
   """Refuses a workdir that holds checkpoints unless resuming (before any expensive work)."""
-  ckpt = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) if os.path.isdir(ckpt) else []
+  steps = checkpoint_steps(os.path.join(workdir, "checkpoints"))
   if steps and not resume:
     raise FileExistsError(
         f"{workdir} already holds checkpoints (latest step {steps[-1]}); pass --resume to "
@@ -90,7 +90,21 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
   resume: continue from the newest intact checkpoint (without it, a workdir that holds
   checkpoints is refused). devices: the mesh's devices (default: all). stop_at: leave the
   loop after this step as if interrupted (the schedule still spans num_steps).
+
+  A write that fails for lack of space (a checkpoint, in orbax's background thread or not,
+  metrics.jsonl, TensorBoard) raises `errors.DiskFullError`: one line naming the file and the
+  newest intact checkpoint step, to rerun from with --resume.
   """
+  try:
+    return _train(config, workdir, stage, resume=resume, devices=devices, stop_at=stop_at)
+  except Exception as e:
+    full = disk_full(e, os.path.join(workdir, "checkpoints"), default_path=workdir)
+    if full is None or full is e:
+      raise
+    raise full from e
+
+
+def _train(config, workdir, stage, *, resume, devices, stop_at) -> TrainResult:
   os.makedirs(workdir, exist_ok=True)
   num_steps = total_steps(config, stage)
   mesh = sharding.make_mesh(devices)
@@ -203,10 +217,8 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
     if checkpointer.latest_step() != int(state.step):
       save(state)
   finally:
-    if isinstance(batches, Prefetcher):
-      batches.close()
-    checkpointer.close()
-    writer.close()
+    _close_all([batches.close] if isinstance(batches, Prefetcher) else [],
+               checkpointer.close, writer.close)
   wall = time.time() - t_start
   n_timed = end - start - 1
   sps = n_timed / (time.time() - t_after_first) if (t_after_first and n_timed > 0) else float("nan")
@@ -214,24 +226,65 @@ def train(config, workdir: str, stage: Stage, *, resume: bool = False, devices=N
                      num_trainable, last_loss, report)
 
 
+def _close_all(first, *closers) -> None:
+  """Calls every closer even if one fails (then raises the first failure)."""
+  error = None
+  for close in [*first, *closers]:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 -- re-raised below
+      error = error or e
+  if error is not None:
+    raise error
+
+
 class _SummaryWriter:
-  """TensorBoard scalars via tensorboardX (no TensorFlow needed). `purge_step` makes
-  TensorBoard drop events at or after it from earlier files of a resumed run."""
+  """TensorBoard scalars in tensorboardX's event-file format (no TensorFlow needed), written
+  and flushed in the calling thread: a failed write (a full disk) raises here, naming the file,
+  instead of killing tensorboardX's writer thread (whose bounded queue then blocks training).
+  `purge_step` makes TensorBoard drop events at or after it from earlier files of a resumed run.
+  """
 
   def __init__(self, logdir, purge_step=None, enabled=True):
-    self._w = None
+    self._w, self.path = None, logdir
     if enabled:
-      from tensorboardX import SummaryWriter
-      self._w = SummaryWriter(logdir, purge_step=purge_step)
+      from tensorboardX.event_file_writer import EventsWriter
+      from tensorboardX.proto.event_pb2 import Event, SessionLog
+      self._event = Event
+      with self._naming_errors():
+        os.makedirs(logdir, exist_ok=True)
+        self._w = EventsWriter(os.path.join(logdir, "events"))
+      self.path = getattr(self._w, "_file_name", logdir)
+      if purge_step is not None:
+        self._write([Event(step=purge_step, session_log=SessionLog(status=SessionLog.START))])
+
+  @contextlib.contextmanager
+  def _naming_errors(self):
+    try:
+      yield
+    except OSError as e:   # a failed write()/flush() does not name its file
+      if e.filename is None:
+        e.filename = self.path
+      raise
+
+  def _write(self, events):
+    with self._naming_errors():
+      for event in events:
+        event.wall_time = time.time()
+        self._w.write_event(event)
+      self._w.flush()
 
   def scalars(self, step, values):
-    if self._w is not None:
-      for k, v in values.items():
-        self._w.add_scalar(k, v, step)
+    if self._w is not None and values:
+      from tensorboardX.summary import scalar
+      self._write([self._event(step=int(step), summary=scalar(k, float(v)))
+                   for k, v in values.items()])
 
   def close(self):
     if self._w is not None:
-      self._w.close()
+      w, self._w = self._w, None
+      with self._naming_errors():
+        w.close()
 
 
 def _progress(it, enabled, desc):
