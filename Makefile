@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= workdirs/quickstart
 
-.PHONY: setup demo test test-slow benchmark libero-env libero colab-archive clean
+.PHONY: setup demo test test-slow benchmark libero-env lerobot-env libero colab-archive clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,23 @@ $(LIBERO_VENV)/.installed:
 	touch $@
 
 libero-env: $(LIBERO_VENV)/.installed
+
+# The real `lerobot` package (newest from PyPI; it brings torch) in its own environment, for the
+# slow tests that check our LeRobot v3.0 files against it (tests/test_lerobot_v3.py). LeRobot
+# >= 0.5 needs Python >= 3.12: the first one found, or LEROBOT_BASE_PYTHON=/path/to/python3.12.
+LEROBOT_VENV ?= .venv-lerobot
+LEROBOT_PY   := $(LEROBOT_VENV)/bin/python
+LEROBOT_BASE_PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3),$(shell $(p) -c 'import sys; print(sys.executable) if sys.version_info >= (3, 12) else None' 2>/dev/null)))
+
+$(LEROBOT_VENV)/.installed:
+	@test -n "$(LEROBOT_BASE_PYTHON)" || { echo "lerobot-env: lerobot needs Python >= 3.12; set LEROBOT_BASE_PYTHON"; exit 1; }
+	$(LEROBOT_BASE_PYTHON) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_PY) -m pip install --upgrade pip
+	$(LEROBOT_PY) -m pip install 'lerobot[dataset]'
+	$(LEROBOT_PY) -c "import lerobot; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot', lerobot.__version__)"
+	touch $@
+
+lerobot-env: $(LEROBOT_VENV)/.installed
 
 # The LIBERO chain (demos -> stage 1 -> stage 2 both modes -> served evaluation), resumable.
 LIBERO_CONFIG ?= configs/libero.py

@@ -16,6 +16,14 @@ Arguments (comma-separated key=value after the colon):
   paper    the paper's budget (batch 256, 6 epochs of 1.93 M frames ~ 45 k steps, lr 1e-4)
   debug    tiny model and a few steps, for smoke tests
 
+The robot (config.robot, decoupled_jax/kinematics/robot.py): the built-in Panda in robosuite's
+frame by default; any other robot by its MJCF and end-effector site(s), e.g.
+
+  python experiments/pretrain.py --config=configs/pretrain.py:debug --workdir=/tmp/ur5e \
+      --config.robot.mjcf=tests/data/robots/ur5e/robot.xml --config.robot.ee_sites=ee_site
+  ... --config.robot.mjcf=tests/data/robots/gantry.xml --config.robot.ee_sites=left_ee,right_ee \
+      --config.robot.action_space=joint_pos      # a two-armed robot, joint-position targets
+
 Every other key (and its default) is declared in decoupled_jax/config_lib.py; override any of
 them with --config.a.b=value.
 """

@@ -263,7 +263,7 @@ def test_rlds_reader_errors(hdf5_file, tmp_path):
 # ----------------------------------------------------------------------------- LeRobot
 def test_lerobot_png_bit_exact_and_layout(hdf5_file, tmp_path):
   out = str(tmp_path / "lerobot_png")
-  sources.export_robomimic(hdf5_file, out, to="lerobot", images="png")
+  sources.export_robomimic(hdf5_file, out, to="lerobot", images="png", lerobot_version="v2.1")
   keys = LOW_DIM + IMAGES
   ref = sources.load_episodes(hdf5_file, keys)
   _assert_same(ref, sources.load_episodes(out, keys, format="lerobot"))
@@ -370,7 +370,7 @@ def test_real_lerobot_package_reads_our_export(hdf5_file, tmp_path):
   if not py or not os.path.exists(py):
     pytest.skip("LEROBOT_PYTHON (a python with lerobot==0.3.3) not set")
   out = str(tmp_path / "lerobot")
-  sources.export_robomimic(hdf5_file, out, to="lerobot")
+  sources.export_robomimic(hdf5_file, out, to="lerobot", lerobot_version="v2.1")
   script = tmp_path / "check.py"
   script.write_text(LEROBOT_CHECK)
   ref = sources.load_episodes(hdf5_file, LOW_DIM + IMAGES)

@@ -37,7 +37,9 @@ Functions
   * `fk_tree(kin, qpos)`: the same chain composed in plain JAX from the model's body tree
     arrays (`body_pos`, `body_quat`, `jnt_axis`, `jnt_pos`, `qpos0`, `site_pos`, `site_quat`),
     taken from either an `mjx.Model` or the small `KinematicsTree` pytree. Much cheaper to
-    compile and run on CPU than `mjx.kinematics`; used by the stage-1 generator.
+    compile and run on CPU than `mjx.kinematics`; used by the stage-1 generator. Both are the
+    Panda's case of the any-robot functions in kinematics/robot.py (`fk_tree_site_list`,
+    `fk_mjx_site_list`); `robot.mjcf='panda'` (the default robot) is this model.
   * `fk_cpu(mj_model, qpos)`: a Python loop over `mujoco.mj_kinematics`, the reference.
   Measured with experiments/benchmark_fk.py on 2 shared CPU cores (load ~7), B = 4096:
   tree 3.3e5 poses/s (compile ~3 s), mjx.kinematics 1.0e5 poses/s (compile ~17 s),
@@ -49,17 +51,17 @@ XLA:CPU: set `XLA_FLAGS=--xla_cpu_use_fusion_emitters=false` before importing ja
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import pathlib
 import xml.etree.ElementTree as ET
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
 
 from decoupled_jax.data import rotation
+from decoupled_jax.kinematics import robot as robot_lib
 
 # robosuite 1.5.2, Lift/Stack with the default table (table_full_size 0.8 x 0.8 x 0.05,
 # table_offset z 0.8): `env.sim.model.body_pos[robot0_base]` = (-0.56, 0, 0.912), quat (1,0,0,0)
@@ -74,6 +76,8 @@ INIT_QPOS = np.array([0.0, np.pi / 16.0, 0.0, -np.pi / 2.0 - np.pi / 3.0, 0.0, n
 # Franka Panda datasheet limits (rad/s, rad/s^2), used by the trajectory generator.
 VELOCITY_LIMITS = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
 ACCELERATION_LIMITS = np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0])
+# The generator's near-home spread per joint (rad; kinematics/trajectories.py).
+WORKSPACE_STD = (0.5, 0.4, 0.5, 0.4, 0.6, 0.4, 0.8)
 
 # Spec §1.2 `FRANKA_JOINT_POSITION_LIMITS`; equal to the MJCF ranges (checked in tests).
 SPEC_JOINT_LIMITS = np.array([
@@ -265,120 +269,37 @@ def fk_mjx(mjx_model, qpos: jax.Array, site: str = "grip_site") -> tuple[jax.Arr
 
 
 def fk_mjx_matrix(mjx_model, qpos, site: str = "grip_site"):
-  from mujoco import mjx
-  sid = SITE_NAMES.index(site)
-  data0 = mjx.make_data(mjx_model)
-
-  def one(q):
-    d = mjx.kinematics(mjx_model, data0.replace(qpos=q.astype(data0.qpos.dtype)))
-    return d.site_xpos[sid], d.site_xmat[sid].reshape(3, 3)
-
-  return jax.vmap(one)(qpos)
+  pos, mat = robot_lib.fk_mjx_site_list(mjx_model, qpos, site_layout(site), np.arange(7))
+  return pos[0], mat[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # FK: plain JAX over the body tree
 
 
-class KinematicsTree(NamedTuple):
-  """The arrays of the MjModel that kinematics reads (a pytree; numpy or jax leaves)."""
-  body_pos: Any    # (nbody, 3)
-  body_quat: Any   # (nbody, 4) wxyz
-  jnt_axis: Any    # (njnt, 3)
-  jnt_pos: Any     # (njnt, 3)
-  qpos0: Any       # (nq,)
-  site_pos: Any    # (nsite, 3)
-  site_quat: Any   # (nsite, 4) wxyz
+KinematicsTree = robot_lib.KinematicsTree      # the arrays FK reads (moved to robot.py)
+kinematics_tree = robot_lib.kinematics_tree
 
 
-@dataclasses.dataclass(frozen=True)
-class _TreeLayout:
-  parent: tuple[int, ...]            # body -> parent body
-  body_joint: tuple[int, ...]        # body -> its hinge joint id or -1
-  jnt_qposadr: tuple[int, ...]
-  site_body: tuple[int, ...]
-
-
-_LAYOUT: _TreeLayout | None = None
-
-
-def kinematics_tree(model) -> KinematicsTree:
-  """Extracts the FK arrays from an `mujoco.MjModel` or an `mjx.Model` (keeps jax leaves)."""
-  return KinematicsTree(model.body_pos, model.body_quat, model.jnt_axis, model.jnt_pos,
-                        model.qpos0, model.site_pos, model.site_quat)
-
-
-def _layout() -> _TreeLayout:
-  global _LAYOUT
-  if _LAYOUT is None:
-    m, _ = load_panda_kinematics(use_robosuite_assets=False)
-    _LAYOUT = _layout_of(m)
-  return _LAYOUT
-
-
-def _layout_of(m: mujoco.MjModel) -> _TreeLayout:
-  body_joint = [-1] * m.nbody
-  for j in range(m.njnt):
-    if m.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE:
-      raise ValueError("only hinge joints are supported")
-    if body_joint[m.jnt_bodyid[j]] != -1:
-      raise ValueError("one joint per body is supported")
-    body_joint[m.jnt_bodyid[j]] = j
-  return _TreeLayout(tuple(int(p) for p in m.body_parentid), tuple(body_joint),
-                     tuple(int(a) for a in m.jnt_qposadr), tuple(int(b) for b in m.site_bodyid))
-
-
-def _quat_mat(q):  # wxyz (..., 4) -> (..., 3, 3)
-  return rotation.quat_xyzw_to_matrix(jnp.concatenate([q[..., 1:], q[..., :1]], axis=-1))
-
-
-def _axis_angle_mat(axis, angle):  # axis (3,), angle (...,) -> (..., 3, 3), Rodrigues
-  x, y, z = axis[0], axis[1], axis[2]
-  c, s = jnp.cos(angle), jnp.sin(angle)
-  C = 1 - c
-  rows = [[c + x * x * C, x * y * C - z * s, x * z * C + y * s],
-          [y * x * C + z * s, c + y * y * C, y * z * C - x * s],
-          [z * x * C - y * s, z * y * C + x * s, c + z * z * C]]
-  return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+@functools.lru_cache(maxsize=None)
+def site_layout(site: str = "grip_site") -> robot_lib.TreeLayout:
+  """The Panda model's FK structure for one of its sites (7 robot joints, world frame)."""
+  if site not in SITE_NAMES:
+    raise ValueError(f"site must be one of {SITE_NAMES}, got {site!r}")
+  m, _ = load_panda_kinematics(use_robosuite_assets=False)
+  return robot_lib.tree_layout(m, range(7), [SITE_NAMES.index(site)])
 
 
 def fk_tree_matrix(tree: KinematicsTree, qpos, site: str = "grip_site",
-                   layout: _TreeLayout | None = None):
-  """Plain-JAX FK following `mj_kinematics` (mjx `kinematics`) over the body tree.
+                   layout: robot_lib.TreeLayout | None = None):
+  """Plain-JAX FK following `mj_kinematics` (mjx `kinematics`) over the body tree
+  (`robot.fk_tree_site_list`, any robot).
 
   tree: `kinematics_tree(mj_model or mjx_model)`; qpos: (..., 7).
   Returns pos (..., 3) and the site rotation matrix (..., 3, 3), world frame.
   """
-  lay = layout or _layout()
-  sid = SITE_NAMES.index(site)
-  qpos = jnp.asarray(qpos)
-  dtype = qpos.dtype if jnp.issubdtype(qpos.dtype, jnp.floating) else jnp.float32
-  qpos = qpos.astype(dtype)
-  f = lambda a: jnp.asarray(a, dtype)
-  body_pos, body_quat = f(tree.body_pos), f(tree.body_quat)
-  batch = qpos.shape[:-1]
-  # Bodies needed: the site's ancestors.
-  path, b = [], lay.site_body[sid]
-  while b != 0:
-    path.append(b)
-    b = lay.parent[b]
-  pos = jnp.zeros(batch + (3,), dtype)
-  mat = jnp.broadcast_to(jnp.eye(3, dtype=dtype), batch + (3, 3))
-  for b in reversed(path):
-    # Child frame from the parent: xpos = p + R @ body_pos, xmat = R @ body_rot.
-    pos = pos + jnp.einsum("...ij,j->...i", mat, body_pos[b])
-    mat = jnp.einsum("...ij,jk->...ik", mat, _quat_mat(body_quat[b]))
-    j = lay.body_joint[b]
-    if j >= 0:
-      adr = lay.jnt_qposadr[j]
-      axis = f(tree.jnt_axis[j])
-      anchor = pos + jnp.einsum("...ij,j->...i", mat, f(tree.jnt_pos[j]))
-      mat = jnp.einsum("...ij,...jk->...ik", mat,
-                       _axis_angle_mat(axis, qpos[..., adr] - f(tree.qpos0[adr])))
-      pos = anchor - jnp.einsum("...ij,j->...i", mat, f(tree.jnt_pos[j]))
-  spos = pos + jnp.einsum("...ij,j->...i", mat, f(tree.site_pos[sid]))
-  smat = jnp.einsum("...ij,jk->...ik", mat, _quat_mat(f(tree.site_quat[sid])))
-  return spos, smat
+  pos, mat = robot_lib.fk_tree_site_list(tree, qpos, layout or site_layout(site))
+  return pos[0], mat[0]
 
 
 def fk_tree(tree: KinematicsTree, qpos, site: str = "grip_site"):

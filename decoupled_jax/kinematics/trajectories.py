@@ -1,38 +1,45 @@
-"""On-device stage-1 data: random smooth Panda joint trajectories and their FK poses.
+"""On-device stage-1 data: random smooth joint trajectories of any robot and their FK poses.
 
-`make_fk_window_sampler(config)` returns a sampler; `sampler(rng, batch_size)` gives
-`cond (B, H, Dc)` and `target (B, H, 10)` over the SAME H frames at `fps` (20 Hz), like the
+`make_fk_window_sampler(config, robot=None)` returns a sampler; `sampler(rng, batch_size)` gives
+`cond (B, H, Dc)` and `target (B, H, Da)` over the SAME H frames at `fps` (20 Hz), like the
 demo windows of spec §1.1 (condition frames t-H+1..t, target frames t-H+1..t). Everything is
 a pure function of the rng and the model arrays, so `sampler.sample_pure(rng, sampler.params, B)`
-can be called inside a jitted train step (no host round-trip).
+can be called inside a jitted train step (no host round-trip). `robot`: a
+`kinematics.robot.RobotSpec`, the `config.robot` section or a loaded `Robot`; None = the
+built-in Panda with `config.site` as its end effector (robot.py describes robots).
 
-Target = [pos(3), rot6d(6), gripper_cmd(1)]: the end-effector pose of `panda.py` (robosuite
-world frame; position = `robot0_eef_pos`, orientation = the grip site's = the absolute-action
-frame by default, `site='hand'` for the `robot0_eef_quat` body orientation), rot6d =
-first two rows of the rotation matrix (`decoupled_jax.data.rotation`), gripper = +-1.
-Condition (`signal`, spec §1.3): 'jp' = joints(7) + gripper_cmd -> 8-D; 'eepose' = the target
-itself -> 10-D; 'none' = zeros -> 8-D.
+Vectors (robot.py `RobotInfo`): the *pose* vector is [pos(3), rot6d(6)(, gripper)] per
+end-effector site, in the robot's base frame (the Panda: robosuite's world frame, position =
+`robot0_eef_pos`, orientation = the grip site's = the absolute-action frame, or `site='hand'`
+for the `robot0_eef_quat` body orientation); rot6d = first two rows of the rotation matrix
+(`decoupled_jax.data.rotation`). The *joint* vector is [joints, grippers]. The target is the
+pose vector (`action_space='ee_pose'`; the Panda's 10-D action) or the joint vector
+(`'joint_pos'`). Condition (`signal`, spec §1.3): 'jp' = the joint vector (Panda: 8-D);
+'eepose' = the pose vector (10-D); 'none' = zeros the size of the joint vector.
 
 Joint trajectories (per sample)
   * Via-points q_0..q_K (K = `num_segments`, at least enough to cover the window).
     Mixture over samples: with probability `p_workspace` all via-points are drawn from a
-    normal around robosuite's home pose `INIT_QPOS` = [0, pi/16, 0, -pi/2-pi/3, 0, pi-0.2, pi/4]
-    with per-joint std `workspace_std` (wide: 0.4-0.8 rad), truncated to the joint limits
-    (minus `limit_margin`); otherwise uniformly within the limits (the v1 FK dataset's choice).
-    The first component covers the configurations table-top manipulation visits (gripper
-    pointing down in front of the robot), the second keeps the whole joint space covered.
+    normal around the robot's home pose (the Panda: robosuite's `INIT_QPOS` = [0, pi/16, 0,
+    -pi/2-pi/3, 0, pi-0.2, pi/4]) with per-joint std `workspace_std` (() = the robot's; the
+    Panda's is wide: 0.4-0.8 rad), truncated to the joint limits (minus `limit_margin`, rad or
+    m); otherwise uniformly within the limits (the v1 FK dataset's choice). The first
+    component covers the configurations table-top manipulation visits (gripper pointing down
+    in front of the robot), the second keeps the whole joint space covered. Self-collisions
+    are not checked: a window may pass through configurations where links intersect.
   * Segments are rest-to-rest minimum-jerk: q(t) = q_k + (q_{k+1} - q_k) s(tau),
     s = 10 tau^3 - 15 tau^4 + 6 tau^5. Each segment's duration is the largest of
     `min_segment_s`, the time that keeps the peak joint velocity (1.875 |dq| / T) under
-    `speed * vel_margin * VELOCITY_LIMITS` (Franka: 2.175 rad/s joints 1-4, 2.61 rad/s joints 5-7)
-    and the time that keeps the peak acceleration (5.774 |dq| / T^2) under
-    `vel_margin * ACCELERATION_LIMITS`; `speed` ~ U(`speed_range`) per segment gives slow and fast
-    motions. Min-jerk segments are monotone, so positions stay between via-points, hence
+    `speed * vel_margin * velocity_limits` (Franka: 2.175 rad/s joints 1-4, 2.61 rad/s joints
+    5-7) and the time that keeps the peak acceleration (5.774 |dq| / T^2) under
+    `vel_margin * acceleration_limits`; `speed` ~ U(`speed_range`) per segment gives slow and
+    fast motions. Min-jerk segments are monotone, so positions stay between via-points, hence
     inside the joint limits.
   * The window starts uniformly in [0, total_duration - (H-1)/fps].
-  * Gripper command: +-1 (robosuite: -1 open, +1 close); the first frame is +1 with
+  * Gripper commands (one per end-effector site, none for `gripper.joints='none'`): the
+    range's two values (robosuite: -1 open, +1 close); the first frame is the closed value with
     probability `p_close`, then the command flips at each frame with probability
-    `gripper_switch_prob`.
+    `gripper_switch_prob`, independently per gripper.
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from decoupled_jax.kinematics import panda
+from decoupled_jax.kinematics import robot as robot_lib
 
 from decoupled_jax.config_lib import SIGNALS  # noqa: E402  (one home: the config schema)
 from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN  # noqa: E402
@@ -59,11 +67,13 @@ class FKWindowConfig:
   horizon: int = 16
   fps: float = 20.0
   signal: str = "jp"                         # 'jp' | 'eepose' | 'none'
-  site: str = "grip_site"                    # 'grip_site' (action frame) | 'hand' (eef_quat)
+  # The built-in Panda's end effector when no robot is given: 'grip_site' (action frame) |
+  # 'hand' (eef_quat). With a robot (config.robot), its `ee_sites` decide.
+  site: str = "grip_site"
   fk_backend: str = "tree"                   # 'tree' (plain JAX over the MJCF tree) | 'mjx'
   p_workspace: float = 0.7
-  workspace_std: tuple = (0.5, 0.4, 0.5, 0.4, 0.6, 0.4, 0.8)
-  limit_margin: float = 0.01                 # rad kept away from each joint limit
+  workspace_std: tuple = ()                  # per joint or one value; () = the robot's
+  limit_margin: float = 0.01                 # rad (m for slide joints) kept from each limit
   num_segments: int = 0                      # 0: ceil(window / min_segment_s) + 1
   min_segment_s: float = 0.4
   speed_range: tuple = (0.15, 1.0)           # fraction of the velocity limits per segment
@@ -71,8 +81,8 @@ class FKWindowConfig:
   gripper_switch_prob: float = 0.05
   p_close: float = 0.5
   # Keep the end effector in the manipulation workspace: every via-point is chosen among
-  # `via_candidates` joint draws as the first whose grip-site position lies in
-  # `workspace_box` (min xyz, max xyz; world frame) shrunk by `box_margin`, else the one
+  # `via_candidates` joint draws as the first whose end-effector position(s) lie in
+  # `workspace_box` (min xyz, max xyz; base frame) shrunk by `box_margin`, else the one
   # closest to it. Empty box = no constraint. Default: the fixed position-normalisation box
   # shared by stage 1 and stage 2 (data/normalizer.py ABCDEFGH stats), so normalised targets
   # lie in [-1, 1] like the stage-2 actions.
@@ -90,6 +100,8 @@ class FKWindowConfig:
     if self.horizon < 1:
       raise ValueError("horizon must be >= 1")
     object.__setattr__(self, "workspace_std", tuple(float(v) for v in self.workspace_std))
+    if any(not v > 0 for v in self.workspace_std):
+      raise ValueError(f"workspace_std must be > 0, got {self.workspace_std}")
     object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
     object.__setattr__(self, "workspace_box",
                        tuple(tuple(float(x) for x in row) for row in self.workspace_box))
@@ -108,6 +120,7 @@ class FKWindowConfig:
 
   @property
   def cond_dim(self) -> int:
+    """The built-in Panda's condition width (any robot: `FKWindowSampler.cond_dim`)."""
     return 10 if self.signal == "eepose" else 8
 
   @classmethod
@@ -124,10 +137,24 @@ class FKWindowConfig:
     return cls(**d)
 
 
-def _limits(info: panda.PandaInfo, cfg: FKWindowConfig):
+def _limits(info: robot_lib.RobotInfo, cfg: FKWindowConfig):
   lo = jnp.asarray(info.joint_lower + cfg.limit_margin, jnp.float32)
   hi = jnp.asarray(info.joint_upper - cfg.limit_margin, jnp.float32)
   return lo, hi
+
+
+def workspace_std(info: robot_lib.RobotInfo, cfg: FKWindowConfig) -> np.ndarray:
+  """The near-home draws' per-joint std: `cfg.workspace_std` (one value or one per joint),
+  else the robot's."""
+  if not cfg.workspace_std:
+    return np.asarray(info.workspace_std, np.float64)
+  std = np.asarray(cfg.workspace_std, np.float64)
+  if std.size == 1:
+    return np.full(info.num_joints, float(std[0]))
+  if std.size != info.num_joints:
+    raise ValueError(f"workspace_std has {std.size} values for the robot's {info.num_joints} "
+                     f"joints")
+  return std
 
 
 def _truncated_normal(u, lo, hi):
@@ -137,12 +164,12 @@ def _truncated_normal(u, lo, hi):
   return jnp.clip(jax.scipy.special.ndtri(jnp.clip(p, 1e-7, 1 - 1e-7)), lo, hi)
 
 
-def _sample_via_points(u_norm, u_unif, u_comp, cfg: FKWindowConfig, info: panda.PandaInfo):
-  """Via-points (B, K+1, 7) from uniforms u_norm, u_unif (B, K+1, 7) and u_comp (B,)."""
+def _sample_via_points(u_norm, u_unif, u_comp, cfg: FKWindowConfig, info: robot_lib.RobotInfo):
+  """Via-points (B, K+1, nj) from uniforms u_norm, u_unif (B, K+1, nj) and u_comp (B,)."""
   lo, hi = _limits(info, cfg)
   mu = jnp.asarray(np.clip(info.init_qpos, info.joint_lower + cfg.limit_margin,
                            info.joint_upper - cfg.limit_margin), jnp.float32)
-  std = jnp.asarray(cfg.workspace_std, jnp.float32)
+  std = jnp.asarray(workspace_std(info, cfg), jnp.float32)
   near_home = mu + std * _truncated_normal(u_norm, (lo - mu) / std, (hi - mu) / std)
   uniform = lo + (hi - lo) * u_unif
   use_ws = (u_comp < cfg.p_workspace)[:, None, None]
@@ -153,36 +180,61 @@ def _min_jerk(tau):
   return tau ** 3 * (10.0 + tau * (-15.0 + 6.0 * tau))
 
 
-def _choose_in_box(candidates, params, cfg: FKWindowConfig):
-  """candidates (B, K+1, C, 7) -> (B, K+1, 7): the first candidate whose end effector is
-  inside the (shrunk) workspace box, else the one nearest to the box."""
-  pos, _ = fk_pose(params, candidates, cfg)                               # (B, K+1, C, 3)
+def _choose_in_box(candidates, params, cfg: FKWindowConfig, info: robot_lib.RobotInfo):
+  """candidates (B, K+1, C, nj) -> (B, K+1, nj): the first candidate whose end effectors are
+  all inside the (shrunk) workspace box, else the one nearest to the box."""
+  pos, _ = fk_sites(params, candidates, cfg, info)                       # [(B, K+1, C, 3)]
   lo = jnp.asarray(cfg.workspace_box[0], jnp.float32) + cfg.box_margin
   hi = jnp.asarray(cfg.workspace_box[1], jnp.float32) - cfg.box_margin
-  outside = jnp.sum(jnp.maximum(lo - pos, 0.0) + jnp.maximum(pos - hi, 0.0), axis=-1)
+  outs = [jnp.sum(jnp.maximum(lo - p, 0.0) + jnp.maximum(p - hi, 0.0), axis=-1) for p in pos]
+  outside = outs[0]
+  for o in outs[1:]:
+    outside = outside + o
   # argmin picks the first exact zero (inside), otherwise the smallest violation.
   best = jnp.argmin(outside, axis=-1)                                     # (B, K+1)
   return jnp.take_along_axis(candidates, best[..., None, None], axis=2)[:, :, 0]
 
 
-def sample_joint_windows(rng, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int,
-                         params=None):
-  """Joint windows (B, H, 7) and gripper commands (B, H) [pure; jit with static cfg/B].
-  `params` (the FK model arrays) is needed when `cfg.workspace_box` constrains via-points."""
+def _gripper_commands(u_g0, u_flip, cfg: FKWindowConfig, info: robot_lib.RobotInfo, b: int,
+                      h: int) -> list:
+  """One (B, H) command per gripper from uniforms u_g0 (B, G) and u_flip (B, H*G)."""
+  g = info.num_grippers
+  if g == 0:
+    return []
+  if g == 1:
+    g0 = jnp.where(u_g0 < cfg.p_close, 1.0, -1.0)
+    flips = (u_flip < cfg.gripper_switch_prob).at[:, 0].set(False)
+    parity = jnp.cumsum(flips.astype(jnp.int32), axis=1) % 2
+    out = [g0 * (1.0 - 2.0 * parity.astype(jnp.float32))]
+  else:
+    g0 = jnp.where(u_g0 < cfg.p_close, 1.0, -1.0)                          # (B, G)
+    flips = (u_flip.reshape(b, g, h) < cfg.gripper_switch_prob).at[:, :, 0].set(False)
+    parity = jnp.cumsum(flips.astype(jnp.int32), axis=2) % 2
+    cmd = g0[:, :, None] * (1.0 - 2.0 * parity.astype(jnp.float32))       # (B, G, H)
+    out = [cmd[:, i] for i in range(g)]
+  if not info.default_gripper_range:   # -1 -> open value, +1 -> close value
+    lo, hi = info.gripper_range
+    out = [lo + (hi - lo) * 0.5 * (c + 1.0) for c in out]
+  return out
+
+
+def _sample_joint_windows(rng, cfg: FKWindowConfig, info: robot_lib.RobotInfo, batch_size: int,
+                          params=None):
+  """Joint windows (B, H, nj) and the list of gripper commands [(B, H)] * G."""
   # All randomness comes from ONE 2-D uniform draw: XLA:CPU compiles threefry for a 2-D shape
   # in well under a second but takes seconds per call for several (or 3-D) draws.
-  k, h = cfg.segments, cfg.horizon
+  k, h, nj, g = cfg.segments, cfg.horizon, info.num_joints, info.num_grippers
   boxed = bool(cfg.workspace_box) and params is not None
   c = cfg.via_candidates if boxed else 1
-  sizes = [(k + 1) * c * 7, (k + 1) * c * 7, 1, k, 1, 1, h]
+  sizes = [(k + 1) * c * nj, (k + 1) * c * nj, 1, k, 1, g, h * g]
   u = jax.random.uniform(rng, (batch_size, sum(sizes)), jnp.float32)
   u_norm, u_unif, u_comp, u_speed, u_start, u_g0, u_flip = jnp.split(
       u, np.cumsum(sizes)[:-1], axis=1)
-  via = _sample_via_points(u_norm.reshape(batch_size, (k + 1) * c, 7),
-                           u_unif.reshape(batch_size, (k + 1) * c, 7), u_comp[:, 0], cfg, info)
+  via = _sample_via_points(u_norm.reshape(batch_size, (k + 1) * c, nj),
+                           u_unif.reshape(batch_size, (k + 1) * c, nj), u_comp[:, 0], cfg, info)
   if boxed:
-    via = _choose_in_box(via.reshape(batch_size, k + 1, c, 7), params, cfg)
-  dq = jnp.abs(via[:, 1:] - via[:, :-1])                                   # (B, K, 7)
+    via = _choose_in_box(via.reshape(batch_size, k + 1, c, nj), params, cfg, info)
+  dq = jnp.abs(via[:, 1:] - via[:, :-1])                                   # (B, K, nj)
   vmax = jnp.asarray(info.velocity_limits * cfg.vel_margin, jnp.float32)
   amax = jnp.asarray(info.acceleration_limits * cfg.vel_margin, jnp.float32)
   s_lo, s_hi = cfg.speed_range
@@ -202,43 +254,80 @@ def sample_joint_windows(rng, cfg: FKWindowConfig, info: panda.PandaInfo, batch_
   q_a = jnp.take_along_axis(via, seg[..., None], axis=1)
   q_b = jnp.take_along_axis(via, seg[..., None] + 1, axis=1)
   qpos = q_a + (q_b - q_a) * _min_jerk(tau)[..., None]
-  g0 = jnp.where(u_g0 < cfg.p_close, 1.0, -1.0)
-  flips = (u_flip < cfg.gripper_switch_prob).at[:, 0].set(False)
-  parity = jnp.cumsum(flips.astype(jnp.int32), axis=1) % 2
-  gripper = g0 * (1.0 - 2.0 * parity.astype(jnp.float32))
-  return qpos, gripper
+  return qpos, _gripper_commands(u_g0, u_flip, cfg, info, batch_size, h)
 
 
-def fk_pose(params, qpos, cfg: FKWindowConfig):
-  """(..., 7) joints -> pos (..., 3), rotation matrix (..., 3, 3) with the configured backend."""
-  flat = qpos.reshape(-1, 7)   # 2-D batches compile faster on XLA:CPU than 3-D ones
+def _stack_grippers(grippers: list, qpos):
+  """The public gripper array: (B, H) for one gripper (the Panda's), else (B, H, G)."""
+  if len(grippers) == 1:
+    return grippers[0]
+  if not grippers:
+    return jnp.zeros(qpos.shape[:-1] + (0,), jnp.float32)
+  return jnp.stack(grippers, axis=-1)
+
+
+def sample_joint_windows(rng, cfg: FKWindowConfig, info: robot_lib.RobotInfo, batch_size: int,
+                         params=None):
+  """Joint windows (B, H, nj) and gripper commands ((B, H) for one gripper, else (B, H, G))
+  [pure; jit with static cfg/info/B]. `params` (the FK model arrays) is needed when
+  `cfg.workspace_box` constrains via-points."""
+  qpos, grippers = _sample_joint_windows(rng, cfg, info, batch_size, params)
+  return qpos, _stack_grippers(grippers, qpos)
+
+
+def fk_sites(params, qpos, cfg: FKWindowConfig, info: robot_lib.RobotInfo):
+  """(..., nj) joints -> lists over the ee sites of pos (..., 3) and rotation (..., 3, 3),
+  base frame, with the configured backend."""
+  nj = info.num_joints
+  flat = qpos.reshape(-1, nj)   # 2-D batches compile faster on XLA:CPU than 3-D ones
   if cfg.fk_backend == "mjx":
-    pos, mat = panda.fk_mjx_matrix(params, flat, cfg.site)
+    pos, mat = robot_lib.fk_mjx_site_list(params, flat, info.layout, info.qpos_adr)
   else:
-    pos, mat = panda.fk_tree_matrix(params, flat, cfg.site)
-  return pos.reshape(qpos.shape[:-1] + (3,)), mat.reshape(qpos.shape[:-1] + (3, 3))
+    pos, mat = robot_lib.fk_tree_site_list(params, flat, info.layout)
+  lead = qpos.shape[:-1]
+  return [p.reshape(lead + (3,)) for p in pos], [m.reshape(lead + (3, 3)) for m in mat]
 
 
-def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: panda.PandaInfo, batch_size: int,
-                      return_joints: bool = False):
-  """The pure sampler: `cond (B, H, Dc)`, `target (B, H, 10)` (+ qpos, gripper if asked).
+def pose_vector(pos: list, mat: list, grippers: list, info: robot_lib.RobotInfo):
+  """[pos, rot6d(, gripper)] per site, concatenated (float32)."""
+  parts = []
+  for s, (p, m) in enumerate(zip(pos, mat)):
+    parts += [p, m[..., :2, :].reshape(m.shape[:-2] + (6,))]
+    if grippers:
+      parts.append(grippers[s][..., None])
+  return jnp.concatenate(parts, axis=-1).astype(jnp.float32)
 
-  params: `panda.kinematics_tree(model)` ('tree') or `mjx.put_model(model)` ('mjx'); pass it
+
+def joint_vector(qpos, grippers: list):
+  """[joints, grippers]."""
+  return jnp.concatenate([qpos] + [g[..., None] for g in grippers], axis=-1)
+
+
+def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInfo,
+                      batch_size: int, return_joints: bool = False, return_poses: bool = False):
+  """The pure sampler: `cond (B, H, Dc)`, `target (B, H, Da)` (+ qpos, gripper if asked;
+  + the pose vector (B, H, pose_dim) if `return_poses`).
+
+  params: `robot.kinematics_tree(model)` ('tree') or `mjx.put_model(model)` ('mjx'); pass it
   as a jit argument. cfg, info, batch_size are static.
   """
-  qpos, gripper = sample_joint_windows(rng, cfg, info, batch_size, params)
-  pos, mat = fk_pose(params, qpos, cfg)
-  rot6d = mat[..., :2, :].reshape(mat.shape[:-2] + (6,))
-  target = jnp.concatenate([pos, rot6d, gripper[..., None]], axis=-1).astype(jnp.float32)
+  qpos, grippers = _sample_joint_windows(rng, cfg, info, batch_size, params)
+  pos, mat = fk_sites(params, qpos, cfg, info)
+  poses = pose_vector(pos, mat, grippers, info)
+  target = poses if info.action_space == "ee_pose" else joint_vector(qpos, grippers).astype(
+      jnp.float32)
   if cfg.signal == "jp":
-    cond = jnp.concatenate([qpos, gripper[..., None]], axis=-1)
+    cond = joint_vector(qpos, grippers)
   elif cfg.signal == "eepose":
-    cond = target
+    cond = poses
   else:
-    cond = jnp.zeros(qpos.shape[:-1] + (8,), jnp.float32)
+    cond = jnp.zeros(qpos.shape[:-1] + (info.joint_dim,), jnp.float32)
+  out = (cond, target)
   if return_joints:
-    return cond, target, qpos, gripper
-  return cond, target
+    out += (qpos, _stack_grippers(grippers, qpos))
+  if return_poses:
+    out += (poses,)
+  return out
 
 
 @dataclasses.dataclass
@@ -250,36 +339,61 @@ class FKWindowSampler:
   are a few hundred floats).
   """
   config: FKWindowConfig
-  info: panda.PandaInfo
+  info: robot_lib.RobotInfo
   params: Any
   mj_model: Any
 
   def __post_init__(self):
-    # One compiled program per batch size: it always returns (cond, target, qpos, gripper).
-    self._jitted = jax.jit(lambda rng, params, b: self.sample_pure(rng, params, b, True),
+    # One compiled program per batch size: it always returns (cond, target, qpos, gripper,
+    # poses).
+    self._jitted = jax.jit(lambda rng, params, b: self.sample_pure(rng, params, b, True, True),
                            static_argnums=2)
 
   @property
   def cond_dim(self) -> int:
-    return self.config.cond_dim
+    return self.info.cond_dim(self.config.signal)
 
-  target_dim = 10
+  @property
+  def target_dim(self) -> int:
+    return self.info.target_dim
 
-  def sample_pure(self, rng, params, batch_size: int, return_joints: bool = False):
-    return sample_fk_windows(rng, params, self.config, self.info, batch_size, return_joints)
+  def sample_pure(self, rng, params, batch_size: int, return_joints: bool = False,
+                  return_poses: bool = False):
+    return sample_fk_windows(rng, params, self.config, self.info, batch_size, return_joints,
+                             return_poses)
 
-  def __call__(self, rng, batch_size: int, return_joints: bool = False):
+  def __call__(self, rng, batch_size: int, return_joints: bool = False,
+               return_poses: bool = False):
     out = self._jitted(rng, self.params, batch_size)
-    return out if return_joints else out[:2]
+    return out[:2] + (out[2:4] if return_joints else ()) + (out[4:] if return_poses else ())
 
 
-def make_fk_window_sampler(config=None) -> FKWindowSampler:
-  """Builds the Panda model and a jitted window sampler. `config`: FKWindowConfig, dict or
-  ConfigDict with FKWindowConfig's fields (missing ones take the defaults)."""
+def make_fk_window_sampler(config=None, robot=None) -> FKWindowSampler:
+  """Builds the robot's kinematics model and a jitted window sampler. `config`:
+  FKWindowConfig, dict or ConfigDict with FKWindowConfig's fields (missing ones take the
+  defaults); `robot`: `robot.Robot`, `RobotSpec`, the `config.robot` section, or None = the
+  built-in Panda with `config.site` as its end effector."""
   cfg = FKWindowConfig.from_any(config)
-  model, info = panda.load_panda_kinematics()
+  if robot is None:
+    robot = robot_lib.RobotSpec(ee_sites=(cfg.site,))
+  r = robot if isinstance(robot, robot_lib.Robot) else robot_lib.load_robot(robot)
+  workspace_std(r.info, cfg)   # checks its length
   if cfg.fk_backend == "mjx":
-    params = panda.put_mjx_model(model)
+    params = robot_lib.put_mjx_model(r.model)
   else:
-    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), panda.kinematics_tree(model))
-  return FKWindowSampler(cfg, info, params, model)
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), robot_lib.kinematics_tree(r.model))
+  return FKWindowSampler(cfg, r.info, params, r.model)
+
+
+def reachable_box(poses, info: robot_lib.RobotInfo, margin: float = 0.05) -> np.ndarray:
+  """Per-site position box (S, 2, 3) = [min, max] of the sites' positions in `poses` (pose
+  vectors (..., pose_dim) of generated windows, `sampler(..., return_poses=True)`), widened
+  by `margin` x its size on each side (robot.workspace='auto')."""
+  poses = np.asarray(poses)
+  out = []
+  for dims in info.pose_position_dims():
+    p = poses[..., dims].reshape(-1, 3).astype(np.float64)
+    lo, hi = p.min(0), p.max(0)
+    pad = margin * np.maximum(hi - lo, 1e-3)
+    out.append(np.stack([lo - pad, hi + pad]))
+  return np.stack(out).astype(np.float32)

@@ -436,8 +436,13 @@ def _file_digest(path: str) -> str:
 
 def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
                  images: bool = False, image_size: int = 84, num_demos: int | None = None,
-                 check: bool = True, progress: bool = True, overwrite: bool = False) -> dict:
+                 check: bool = True, progress: bool = True, overwrite: bool = False,
+                 assume_actions: str | None = None) -> dict:
   """Convert a robomimic / robosuite-collection HDF5 file by replaying its states.
+
+  `assume_actions` ('absolute' | 'delta'): the convention of a file that records none ('delta'
+  = robosuite's default OSC_POSE delta controller: world frame, 0.05 m / 0.5 rad per unit);
+  a file that records one is never overridden.
 
   to='absolute': delta OSC actions are relabelled as absolute grip-site targets (originals
   kept as `actions_delta`); absolute files keep their actions. Observations are copied when
@@ -477,13 +482,19 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
     masks = {k: [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][k][()]]
              for k in (f["mask"].keys() if "mask" in f else [])}
   where = f"{input_path}: data attrs"
+  if assume_actions not in (None, "absolute", "delta"):
+    raise ValueError(f"assume_actions must be 'absolute' or 'delta', got {assume_actions!r}")
+  assumed = False
   try:
     info = rh.controller_info(env_args, where)
     conv = info.convention
   except rh.ConventionUnknown:
-    if stamped is None:
+    if stamped is None and assume_actions is None:
       raise
-    info, conv = None, stamped
+    info, conv, assumed = None, stamped or assume_actions, stamped is None
+  if assume_actions is not None and not assumed and conv != assume_actions:
+    raise DatasetError(f"{where}: the file says its actions are {conv}; --assume_actions="
+                       f"{assume_actions} is only for files that do not say")
   env_name = str(env_args.get("env_name", ""))
   try:
     task = canonical_task(env_name)
@@ -500,9 +511,10 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
   scaling, origin = None, False
   if conv == "delta":
     if to == "delta":
-      raise DatasetError(f"{where}: actions are already delta ({info.key})")
-    scaling = check_convertible(info, where)
-    origin = info.ref_frame == "base"
+      raise DatasetError(f"{where}: actions are already delta "
+                         f"({info.key if info is not None else 'action_convention'})")
+    scaling = check_convertible(info, where) if info is not None else DeltaScaling.from_config({})
+    origin = info is not None and info.ref_frame == "base"
   elif to == "delta":
     if info is not None:
       check_convertible(info, where)
@@ -521,6 +533,8 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
   settings = {"input": os.path.abspath(input_path), "size": src_stat.st_size,
               "mtime": int(src_stat.st_mtime), "to": to, "images": bool(images),
               "image_size": int(image_size), "check": bool(check), "demos": list(names)}
+  if assumed:
+    settings["assume_actions"] = assume_actions
   if os.path.exists(output_path):
     done = (json.load(open(output_path + ".json")) if os.path.exists(output_path + ".json")
             else {})
