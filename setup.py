@@ -34,6 +34,10 @@ INSTALL_REQUIRES = [
     # openpi-client==0.1.2` (its real needs, websockets/msgpack/dm-tree/pillow, are present).
     "websockets>=17.4",
     "msgpack>=1.2.4",
+    # Exports' params.safetensors (decoupled_jax/export.py): written and read with the
+    # reference implementation, whose Rust header parser validates offsets, sizes and dtypes
+    # of untrusted files (docs/security.md).
+    "safetensors>=0.8",
 ]
 
 EXTRAS = {
@@ -65,7 +69,9 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["decoupled_jax", "decoupled_jax.*"]),
-    python_requires=">=3.10",
+    # The pretrained stage-1 experts ship in the wheel (decoupled_jax/pretrained/<name>/).
+    package_data={"decoupled_jax.pretrained": ["*/*.safetensors", "*/*.json", "*/*.md"]},
+    python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": [

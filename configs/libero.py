@@ -16,8 +16,14 @@ suite, stage 2 6000 steps per suite, DDIM-10 sampling (the paper's LIBERO settin
 episodes per task on LIBERO's first 20 init states (the paper: 50). With `fk` (default on) a
 third arm, 'decoupled_fk', freezes a backbone pretrained on our generated Panda FK data
 instead (4000 steps, configs/pretrain.py's generator): a stage 1 that needs no
-demonstrations at all. `paper`: the paper's sizes and budgets (full DP-C or DP-MLP, Adam 1e-4
-constant, stage 1 10 k steps, stage 2 25 k steps, 50 demos, 50 episodes) for accelerators.
+demonstrations at all. `paper`: the authors' LIBERO sizes and budgets for accelerators
+(docs/method.md §1.4, §3.2, §3.5, §4.2, §5, §10): "DP-C" is the DROID-policy U-Net (dims
+256/512/1024, step embedding 256, the registry's `dp_c_droid`; 61.5 M backbone params),
+DP-MLP is n_emb 256 x 8 blocks (4.78 M); 8 noise samples per example sharing one timestep
+(`head.num_noise_samples`, both LIBERO stages); Adam 1e-4 constant with no warm-up (the DROID
+policies hard-code it); batch 128, stage 1 10 k steps, stage 2 25 k steps, 50 demos, 50
+episodes. (The `decoupled_fk` arm, not in the paper, keeps config_lib's stage-1 recipe: AdamW
+1e-4, cosine with 500 warm-up steps, batch 64.)
 `images`: the two cameras (agentview + eye-in-hand) through per-camera ResNet-18 encoders
 beside the 8-D state and the instruction one-hot; on a CPU at the reduced size below (84x84
 frames, narrowed encoders, 10 demos, 2000 steps, 2 episodes per task), with `paper` at the
@@ -29,6 +35,7 @@ paper's (128x128 frames, 116 crop, full ResNet-18). `episodes=N` overrides the e
 from ml_collections import ConfigDict
 
 from decoupled_jax import config_lib
+from decoupled_jax.backbones.unet1d import DP_C_DROID
 
 
 def get_config(arg=None):
@@ -83,13 +90,16 @@ def get_config(arg=None):
       s2.train.num_steps, s2.train.batch_size = 2000, 32
       s2.eval.episodes_per_task = 2
   if a.paper:
+    # The authors' LIBERO models (docs/method.md §3.2, §3.5): the DROID U-Net, not the 244 M
+    # MimicGen one, and DP-MLP at 256 x 8; the FK arm's backbone must equal stage 2's.
+    full = (dict(DP_C_DROID) if a.arch == "dp_c"
+            else dict(config_lib.backbone_config("dp_mlp").kwargs))
     for s in (s1, s2, fk):
-      if a.arch == "dp_mlp":
-        s.backbone.kwargs.update(n_emb=1024, n_layer=4)   # the paper's DP-MLP (§3.5)
-      else:
-        s.backbone.kwargs.update(down_dims=(512, 1024, 2048), diffusion_step_embed_dim=128)  # DP-C
+      s.backbone.kwargs.update(full)
       (s.train.batch_size, s.optimizer.learning_rate, s.optimizer.warmup_steps,
        s.optimizer.schedule) = paper_opt[id(s)]
+    for s in (s1, s2):   # the DROID policies' `noise_samples: 8` (§4.2, §5 loss)
+      s.head.num_noise_samples = 8
     fk.data.fk.via_candidates = fk_candidates
     c.demos.num_demos = 50
     s1.train.num_steps = fk.train.num_steps = 10_000

@@ -7,8 +7,13 @@ demos -> stage 2 -> 50 test episodes per run) at CPU scale: DP-MLP narrowed to n
 blocks (~0.5 M backbone params; the paper: 4.8 M), stage 1 4000 steps x 64 (the paper: 45 k x 256
 on demo pairs), 100 scripted demos per task (the paper: 1000 MimicGen demos), 3000 stage-2
 steps x 64 with windows drawn with replacement (the paper: 50 shuffled epochs), lr 1e-3,
-DDIM-10 sampling at evaluation (the paper: DDPM-100). `paper_budget` selects the paper's
-budgets and `full_mlp` the paper's DP-MLP (for accelerators).
+DDIM-10 sampling at evaluation (the paper: DDPM-100). For accelerators: `paper_budget`
+selects the paper's budgets (docs/method.md §1.1, §2.3, §5, §10: stage 1 45 k steps x 256,
+stage 2 50 shuffled epochs x 64, lr 1e-4 with a cosine decay after 500 linear warm-up steps in
+both stages, DDPM-100, 1000 demos per task) and `full_size` gives every backbone its paper size
+(§3): DP-MLP n_emb 256 x 8 blocks (4,782,346 backbone params), DP-C the MimicGen U-Net (dims
+512/1024/2048, step embedding 128; 244,057,226), the unified transformer n_emb 256 x 8 layers
+(~6.8 M); `full_mlp` (kept as an alias for DP-MLP alone) widens only DP-MLP.
 
 Tables (`table=`):
   main           Table I: normal vs decoupled, DP-MLP, Lift/Stack/NutAssemblySquare/PickPlaceCan,
@@ -27,7 +32,8 @@ Tables (`table=`):
                  part=oracle     normal, decoupled and the oracle (the normal run's backbone
                                  frozen under a fresh conditioning pathway);
                  part=scaling    decoupled on stage 1 of 8k / 16k / 32k / 64k steps (4k:
-                                 part=oracle's decoupled arm);
+                                 part=oracle's decoupled arm; `stage1_steps=16000+32000`
+                                 selects lengths);
                  part=data       decoupled on stage 1 from the task's demonstration pairs;
                  part=width      normal and decoupled at the paper's DP-MLP size (256 x 8).
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
@@ -47,8 +53,9 @@ RAW = os.path.join(os.path.dirname(HERE), "docs", "results", "raw")
 
 
 def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
-  arg = "debug" if a.debug else ("full_mlp" if a.full_mlp else None)
+  arg = "debug" if a.debug else ("full_mlp" if a.full_mlp or a.full_size else None)
   c = config_lib.from_file(os.path.join(HERE, "quickstart.py"), arg)
+  c.stage1_checkpoint = ""   # the tables train their stage 1 (the quickstart loads a shipped one)
   c.tasks, c.seeds, c.modes = tuple(tasks), tuple(seeds), tuple(modes)
   if a.debug:     # smoke-test size: one task, one seed, the debug presets
     c.tasks, c.seeds = c.tasks[:1], c.seeds[:1]
@@ -57,6 +64,8 @@ def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
     c.stage1.optimizer.learning_rate = 1e-4
     c.stage2.data.sampling, c.stage2.train.epochs = "epochs", 50
     c.stage2.optimizer.learning_rate = 1e-4
+    for stage in (c.stage1, c.stage2):   # §5: the reference hard-codes 500 warm-up steps
+      stage.optimizer.schedule, stage.optimizer.warmup_steps = "cosine", 500
     c.stage2.head.sampler, c.stage2.head.num_inference_steps = "ddpm", 100
     c.demos.num_demos = 1000
   return c
@@ -79,8 +88,9 @@ def _record_dir(a):
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, table="main", full_mlp=False, paper_budget=False,
-                           seeds="", tasks="", debug=False, part="oracle", record_dir="")
+  a = config_lib.parse_arg(arg, table="main", full_mlp=False, full_size=False, paper_budget=False,
+                           seeds="", tasks="", debug=False, part="oracle", record_dir="",
+                           stage1_steps="8000+16000+32000+64000")
   if a.table not in TABLES:
     raise config_lib.ConfigError(f"table={a.table!r}: one of {TABLES}")
   seeds = tuple(int(s) for s in a.seeds.split("+") if s)
@@ -103,7 +113,7 @@ def get_config(arg=None):
     t.chains.dp_mlp = _chain(a, two_tasks, two_seeds)
     t.chains.dp_c = _chain(a, two_tasks, two_seeds)
     _arch(t.chains.dp_c, "dp_c", config_lib.debug_backbone_kwargs("dp_c") if a.debug else
-          {"down_dims": (64, 128, 256), "diffusion_step_embed_dim": 64})
+          {} if a.full_size else {"down_dims": (64, 128, 256), "diffusion_step_embed_dim": 64})
   elif a.table == "signal":
     t.description = "what stage 1 is trained on: jp / eepose / none, demo pairs, random frozen"
     t.chains.jp = _chain(a, two_tasks, two_seeds)
@@ -122,7 +132,7 @@ def get_config(arg=None):
       t.chains.oracle = _chain(a, can, gap_seeds, modes=("normal", "decoupled", "oracle"))
     elif a.part == "scaling":
       # The 4k point is part=oracle's decoupled arm (the same stage 1 as every table's).
-      for steps in (8000, 16_000, 32_000, 64_000):
+      for steps in (int(n) for n in a.stage1_steps.split("+")):
         c = t.chains[f"stage1_{steps // 1000:02d}k"] = _chain(a, can, gap_seeds, modes=("decoupled",))
         if not a.debug:
           c.stage1.train.num_steps = steps
@@ -143,7 +153,7 @@ def get_config(arg=None):
     for cond in config_lib.CONDITIONINGS:
       t.chains[cond] = _chain(a, tasks or ("Lift",), two_seeds)
       _arch(t.chains[cond], "unified", config_lib.debug_backbone_kwargs("unified") if a.debug
-            else {"n_emb": 128, "n_layer": 4}, cond)
+            else {} if a.full_size else {"n_emb": 128, "n_layer": 4}, cond)
   else:
     t.description = "image observations (two 84x84 cameras, ResNet-18/GN), normal vs decoupled"
     c = _chain(a, tasks or ("Lift",), two_seeds)

@@ -10,8 +10,15 @@ batch 64) -> 50 closed-loop episodes each, sampled with DDIM-10.
 The DP-MLP here is narrower than the paper's (n_emb 128, 4 blocks: ~0.5 M backbone params
 instead of 4.8 M) and trains with learning rate 1e-3 (the paper: 1e-4 over ~50 k steps) so
 that both modes train in minutes on 2 cores; `configs/paper_mimicgen.py` is the full setting.
+Stage 1 is not trained here by default: the decoupled arm loads the stage-1 expert shipped in
+the package (`stage1_checkpoint = pretrained:<name>`, decoupled_jax/pretrained/; its model card
+gives its training data, steps and held-out FK error). `own_stage1` trains the chain's own
+stage 1 instead (the `stage1` section below; also chosen for `debug`, `full_mlp` and
+`head=flow`, which no shipped expert matches).
+
 Arguments: `debug` (a smoke-test sized chain: the debug presets of configs/pretrain.py and
 configs/train.py, 2 demos, 1 episode), `full_mlp` (the paper's DP-MLP size; ~4x slower),
+`own_stage1`,
 `tasks=Lift+Stack`, `head=flow`.
 """
 import os
@@ -19,10 +26,13 @@ import os
 from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The shipped expert the quickstart's decoupled arm uses (its card: decoupled_jax/pretrained/).
+EXPERT = "pretrained:panda_fk_dp_mlp_128x4_4k"
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, debug=False, full_mlp=False, tasks="Lift", head="diffusion")
+  a = config_lib.parse_arg(arg, debug=False, full_mlp=False, tasks="Lift", head="diffusion",
+                           own_stage1=False)
   c = config_lib.ConfigDict()
   c.seed = 0
   c.progress = True
@@ -32,6 +42,10 @@ def get_config(arg=None):
   # A folder for raw run records (runs.jsonl + per-episode outcomes) that outlive the workdir:
   # a rerun skips every run recorded there (decoupled_jax/pipelines/records.py). '' = none.
   c.record_dir = ""
+  # A stage-1 expert to load instead of training `stage1` below: pretrained:<name> or a
+  # stage-1 run's checkpoints directory; '' = train the chain's own stage 1.
+  own = a.own_stage1 or a.debug or a.full_mlp or a.head != "diffusion"
+  c.stage1_checkpoint = "" if own else EXPERT
 
   c.demos = config_lib.ConfigDict()
   c.demos.dataset_dir = ""      # a folder with <Task>.hdf5 to reuse instead of generating

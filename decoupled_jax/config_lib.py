@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 import numpy as np
+from absl import flags
 
 from decoupled_jax.errors import ConfigError
 
@@ -41,6 +42,40 @@ LIBERO_IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_g
 LIBERO_KNOWN_LOWDIM_KEYS = LIBERO_LOWDIM_KEYS + ("robot0_joint_pos",)
 LIBERO_SIGNALS = ("eepose", "none")
 LIBERO_ACTION_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))   # delta-action position range
+# The policy keys `config.data.key_map` can map (data/sources.py): every observation key a
+# policy takes, and 'actions'.
+KEY_MAP_KEYS = IMAGE_KEYS + KNOWN_LOWDIM_KEYS + ("actions",)
+
+
+class KeyMapKeyError(ConfigError, flags.Error):
+  """An unknown key in `--config.data.key_map.<key>=...`: absl prints it as one line."""
+
+
+class _KeyMapType(type(ConfigDict)):
+  def __instancecheck__(cls, obj):   # a config file may still assign a plain dict
+    return isinstance(obj, ConfigDict)
+
+
+class KeyMap(ConfigDict, metaclass=_KeyMapType):
+  """`config.data.key_map`: policy key -> dataset key, every key of KEY_MAP_KEYS present with
+  '' = the format's default (robomimic: the same name), so that
+  `--config.data.key_map.agentview_image=agentview_rgb` works from the command line and an
+  unknown key is a one-line error. `to_dict()` leaves out the '' entries, so configs, records'
+  fingerprints and checkpoints' meta read as before for a map that is not set."""
+
+  def get_type(self, key):
+    if key not in self:
+      raise KeyMapKeyError(f"config.data.key_map: {key!r} is not a policy key; known: "
+                           f"{sorted(self.keys())}")
+    return super().get_type(key)
+
+  def to_dict(self, visit_map=None, preserve_field_references=False):
+    d = super().to_dict(visit_map, preserve_field_references)
+    return {k: v for k, v in d.items() if v != ""}
+
+
+def key_map_config(keys=KEY_MAP_KEYS) -> ConfigDict:
+  return KeyMap({k: "" for k in keys})
 
 
 def parse_arg(arg: str | None, **defaults) -> ConfigDict:
@@ -170,7 +205,7 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
   c.data.source = source            # 'generated': on-device FK; 'demos': (joint, pose) pairs
   c.data.dataset = ""               # demonstrations for source='demos'
   c.data.format = "robomimic"       # robomimic | rlds | lerobot (source='demos')
-  c.data.key_map = ConfigDict()     # policy key -> dataset key (data/sources.py)
+  c.data.key_map = key_map_config()   # policy key -> dataset key ('' = default; sources.py)
   c.data.signal = signal
   c.data.horizon = default_horizon(arch)
   c.data.position_box = default_position_box()   # must equal the stage-2 runs' box
@@ -179,11 +214,16 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
   # data's min/max (docs/method.md §1.1). Stage 2 accepts either (its actions keep the box).
   c.data.normalization = "ours"
   # The FK trajectory generator (kinematics/trajectories.py FKWindowConfig); horizon, signal
-  # and the workspace box come from the keys above.
+  # and the workspace box come from the keys above, the end effector from config.robot.
   fk = {f: getattr(FKWindowConfig(), f) for f in FKWindowConfig.__dataclass_fields__
-        if f not in ("horizon", "signal", "workspace_box")}
+        if f not in ("horizon", "signal", "workspace_box", "site")}
   c.data.fk = ConfigDict(fk)
   c.eval = ConfigDict({"num_windows": 256})   # held-out FK windows sampled at the end
+  # The robot whose FK is learnt (kinematics/robot.py documents every key): the built-in
+  # Panda in robosuite's frame, or any MJCF (--config.robot.mjcf=path
+  # --config.robot.ee_sites=site).
+  from decoupled_jax.kinematics.robot import default_robot_config
+  c.robot = ConfigDict(default_robot_config())
   return c
 
 
@@ -208,7 +248,8 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   c.data = ConfigDict()
   c.data.dataset = ""
   c.data.format = "robomimic"       # robomimic | rlds | lerobot
-  c.data.key_map = ConfigDict()     # policy key -> dataset key, e.g. agentview_image=agentview_rgb
+  c.data.key_map = key_map_config()   # policy key -> dataset key ('' = default), e.g.
+  #                                     agentview_image=agentview_rgb (data/sources.py)
   c.data.filter_key = ""            # robomimic mask (e.g. 'train'); '' = every demo
   # Read image frames from the HDF5 file on demand instead of loading them (datasets larger
   # than RAM; data/lazy.py). Low-dim fields are always in memory.
@@ -387,7 +428,17 @@ def _check_box(c):
           f"max > min, got {box}")
 
 
+def _check_key_map(c):
+  for k, v in c.data.key_map.items():
+    if k not in KEY_MAP_KEYS:
+      _fail(f"data.key_map.{k}", f"not a policy key; known: {sorted(KEY_MAP_KEYS)}")
+    if not isinstance(v, str):
+      _fail(f"data.key_map.{k}", f"must be a dataset key (a string; '' = the format's "
+            f"default), got {v!r}")
+
+
 def _validate_pretrain(c):
+  _check_key_map(c)
   if c.data.source not in SOURCES:
     _fail("data.source", f"must be one of {SOURCES}, got {c.data.source!r}")
   if c.data.signal not in SIGNALS:
@@ -406,6 +457,8 @@ def _validate_pretrain(c):
   except ValueError as e:
     _fail("data.fk", str(e))
   _positive(c, "eval.num_windows", allow_zero=True)
+  from decoupled_jax.kinematics.robot import check_config
+  check_config(c)   # config.robot: loads the MJCF (sites, joints, limits, chains); no XLA
 
 
 def _validate_encoder(c):
@@ -419,6 +472,19 @@ def _validate_encoder(c):
     _fail("encoder.stage_widths", f"positive widths, each <= {g} or a multiple of {g} "
           f"(GroupNorm uses width/{g} groups), got {widths!r}")
   _positive(c, "encoder.crop_size")
+
+
+def _check_stage1_ref(ref: str) -> None:
+  """A stage-1 checkpoints directory or `pretrained:<name>` (decoupled_jax/pretrained)."""
+  from decoupled_jax import pretrained
+  if pretrained.is_ref(ref):
+    try:
+      pretrained.expert_dir(ref)
+    except Exception as e:   # CheckpointError: unknown name, with the shipped names
+      _fail("stage1_checkpoint", str(e))
+  elif not os.path.isdir(ref):
+    _fail("stage1_checkpoint", f"{ref} does not exist (give a stage-1 run's checkpoints "
+          f"directory or pretrained:<name>)")
 
 
 def _validate_oracle(c):
@@ -441,8 +507,7 @@ def _validate_finetune(c):
     if not c.stage1_checkpoint:
       _fail("stage1_checkpoint", "mode='decoupled' needs the checkpoints directory of an "
             "experiments/pretrain.py run")
-    if not os.path.isdir(c.stage1_checkpoint):
-      _fail("stage1_checkpoint", f"{c.stage1_checkpoint} does not exist")
+    _check_stage1_ref(c.stage1_checkpoint)
   elif c.stage1_checkpoint:
     _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r}); "
           f"leave it empty")
@@ -453,6 +518,7 @@ def _validate_finetune(c):
     _fail("data.dataset", f"{c.data.dataset} does not exist")
   if c.data.format not in FORMATS:
     _fail("data.format", f"must be one of {FORMATS}, got {c.data.format!r}")
+  _check_key_map(c)
   for k in c.data.image_keys:
     if k not in IMAGE_KEYS:
       _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from decoupled_jax import pretrained
 from decoupled_jax.backbones import expert_interface
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.robomimic_hdf5 import DatasetError
@@ -68,7 +69,7 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
   else would silently invalidate the comparison. Returns its meta."""
   path = config.stage1_checkpoint
   try:
-    meta = ckpt_lib.load_meta(path)
+    meta = pretrained.load_meta(path) if pretrained.is_ref(path) else ckpt_lib.load_meta(path)
   except CheckpointError as e:
     raise CheckpointError(f"config.stage1_checkpoint: {e}") from None
   where = f"config.stage1_checkpoint={path}"
@@ -77,6 +78,13 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
         f"{where} is a {meta.get('stage')!r} checkpoint (mode {meta.get('mode')!r}, task "
         f"{meta.get('task')!r}), not a stage-1 one: its backbone already saw a task, so a "
         f"'decoupled' run on it would not test the method; give an experiments/pretrain.py run")
+  robot = meta.get("robot") or {}
+  if robot.get("action_space", "ee_pose") != "ee_pose" or int(
+      meta.get("action_dim", ACTION_DIM)) != ACTION_DIM:
+    raise CheckpointError(
+        f"{where} was pretrained on {robot.get('mjcf', '?')} with {robot.get('action_space')} "
+        f"targets ({meta.get('action_dim')}-D); this stage 2 trains {ACTION_DIM}-D end-effector "
+        f"pose actions [pos, rot6d, gripper]")
   theirs = meta["config"]
   for field, ours, other in (
       ("backbone", config.backbone.to_dict(), theirs["backbone"]),
@@ -264,10 +272,13 @@ def policy_stage(config, episodes, norm: LimitsNormalizer, *, task: str, name: s
   meta.update(extra_meta or {})
 
   def runner(params):
+    # Batch 1 whatever config.eval.num_workers: every closed-loop evaluation (in process, or
+    # served to the LIBERO runner) samples each episode's row with the same batch-1 program,
+    # so its episodes do not depend on the worker count or on which rows share a call.
     return PolicyRunner(policy, head, params, norm, obs_shapes=meta["obs_shapes"],
                         obs_dtypes=meta["obs_dtypes"], horizon=d.horizon,
                         n_obs_steps=d.n_obs_steps, n_action_steps=d.n_action_steps,
-                        batch_size=max(1, int(config.eval.num_workers)), seed=config.seed)
+                        batch_size=1, seed=config.seed)
 
   evaluate, final_evaluate = evaluators(runner, meta)
   return Stage(name=name, policy=policy, head=head, example_obs=example,

@@ -22,6 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
+from decoupled_jax import pretrained
 from decoupled_jax.errors import ConfigError
 from decoupled_jax.pipelines import common, records, run
 from decoupled_jax.training import sharding
@@ -104,8 +105,29 @@ def run_fingerprint(config, task: str, mode: str, seed: int) -> str:
   s2["data"]["task"] = task
   parts = [{"stage2": s2, "demos": config.demos.to_dict()}]
   if mode == "decoupled":
-    parts.append({"stage1": config.stage1.to_dict()})
+    ref = config.get("stage1_checkpoint", "")
+    parts.append({"stage1": config.stage1.to_dict()} if not ref else
+                 {"stage1_checkpoint": ref, "card": pretrained.load_card(ref)}
+                 if pretrained.is_ref(ref) else {"stage1_checkpoint": ref})
   return records.fingerprint(*parts)
+
+
+def stage1_given(config) -> dict | None:
+  """The summary-like dict of the chain's given stage 1 (`config.stage1_checkpoint`: a shipped
+  expert or a stage-1 run's checkpoints directory), or None when the chain trains its own."""
+  ref = config.get("stage1_checkpoint", "")
+  if not ref:
+    return None
+  if pretrained.is_ref(ref):
+    c = pretrained.load_card(ref)
+    return {"name": ref, "steps": c["steps"], "train_wall_time_s": c["train_wall_time_s"],
+            "steps_per_s": c["steps"] / max(c["train_wall_time_s"], 1e-9),
+            "eval": c["heldout_fk"], "checkpoint_dir": ref}
+  summary = os.path.join(os.path.dirname(os.path.abspath(ref)), run.SUMMARY)
+  if not os.path.exists(summary):
+    raise ConfigError(f"config.stage1_checkpoint={ref}: no {run.SUMMARY} beside it (give a "
+                      f"finished experiments/pretrain.py run's checkpoints directory)")
+  return dict(json.load(open(summary)), name=ref, checkpoint_dir=os.path.abspath(ref))
 
 
 def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) -> dict:
@@ -123,6 +145,7 @@ def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) ->
       "stage1_wall_time_s": pre["train_wall_time_s"] if pre else None,
       "stage1_steps_per_s": pre["steps_per_s"] if pre else None,
       "stage1_eval": pre.get("eval") if pre else None,
+      "stage1_name": pre.get("name") if pre else None,
       "run_dir": s.get("run_dir"),
   }
 
@@ -136,7 +159,8 @@ def _stage1_from_rows(rows: list[dict]) -> dict | None:
   for r in rows:
     if r["mode"] == "decoupled" and r.get("stage1_eval") is not None:
       return {"steps": r["stage1_steps"], "train_wall_time_s": r["stage1_wall_time_s"],
-              "steps_per_s": r["stage1_steps_per_s"], "eval": r["stage1_eval"]}
+              "steps_per_s": r["stage1_steps_per_s"], "eval": r["stage1_eval"],
+              "name": r.get("stage1_name")}
   return None
 
 
@@ -150,7 +174,9 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
                else int(round((row["success_rate"] or 0) * row["episodes"])))
   record = dict(row, chain=chain, table=table, fingerprint=fp,
                 successes=successes, code_version=records.code_version(),
-                stage1=(records.stage1_description(config.stage1.to_dict(), stage1)
+                stage1=((pretrained.describe(row["stage1_name"])
+                         if pretrained.is_ref(row.get("stage1_name")) else
+                         records.stage1_description(config.stage1.to_dict(), stage1))
                         if row["mode"] == "decoupled" else
                         {"normal": "none (trained end to end)",
                          "random_frozen": "none (random init, frozen)",
@@ -206,7 +232,8 @@ def markdown_table(rows: list[dict], stage1: dict) -> str:
   ev = stage1["eval"]
   if not ev:
     return head + "\n".join(lines) + "\n"
-  foot = (f"\nStage 1 (shared by every decoupled run): {stage1['steps']} steps in "
+  given = f"{stage1['name']}, " if stage1.get("name") else ""
+  foot = (f"\nStage 1 (shared by every decoupled run): {given}{stage1['steps']} steps in "
           f"{stage1['train_wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out FK "
           f"trajectories: position error {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
           f"{ev['baseline_pos_err_mm']:.1f} mm), rotation error {ev['rot_err_deg']:.2f}° "
@@ -315,7 +342,10 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
     demos[task] = demos_for_task(config, demos_dir, task)
     timings[f"demos_{task}_s"] = time.time() - t
   stage1, stage1_ckpt = None, ""
-  if any(m == "decoupled" for (_, m, _) in todo):   # the only mode that loads stage 1
+  if any(m == "decoupled" for (_, m, _) in todo) and config.get("stage1_checkpoint", ""):
+    stage1 = stage1_given(config)   # a shipped expert (pretrained:<name>) or a given run
+    stage1_ckpt = stage1["checkpoint_dir"]
+  elif any(m == "decoupled" for (_, m, _) in todo):   # the only mode that loads stage 1
     t = time.time()
     if config.stage1.data.source == "demos" and not config.stage1.data.dataset:
       config = ml_collections.ConfigDict(config.to_dict())

@@ -54,6 +54,24 @@ def _drop(d: dict, dotted: str) -> None:
   d.pop(leaf, None)
 
 
+def _legacy_robot(d: dict) -> None:
+  """A stage-1 config with the default Panda `robot` section is fingerprinted in the form it
+  had before `config.robot` existed (`data.fk.site`, the Panda's `workspace_std`): the same
+  generated windows bit for bit (tests/test_robots.py), so records made then still match."""
+  for value in list(d.values()):
+    if isinstance(value, dict):
+      _legacy_robot(value)
+  from decoupled_jax.kinematics import panda, robot
+  default = json.loads(json.dumps(robot.default_robot_config()))
+  fk = d.get("data", {}).get("fk") if isinstance(d.get("data"), dict) else None
+  if d.get("robot") != default or not isinstance(fk, dict):
+    return
+  d.pop("robot")
+  fk["site"] = default["ee_sites"]
+  if fk.get("workspace_std") == []:
+    fk["workspace_std"] = list(panda.WORKSPACE_STD)
+
+
 def fingerprint(*parts: dict) -> str:
   """sha256 (16 hex) of the given config dicts without their volatile values."""
   clean = []
@@ -61,6 +79,7 @@ def fingerprint(*parts: dict) -> str:
     part = json.loads(json.dumps(part, sort_keys=True, default=str))
     for key in _VOLATILE:
       _drop(part, key)
+    _legacy_robot(part)
     clean.append(part)
   return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -69,7 +88,9 @@ def stage1_description(stage1_config: dict, summary: Optional[dict]) -> str:
   """What the frozen backbone was pretrained on, in one line (the record's `stage1`)."""
   d, t = stage1_config.get("data", {}), stage1_config.get("train", {})
   source = d.get("source", "generated")
-  text = (f"{'generated Panda FK' if source == 'generated' else 'demonstration pairs'}, "
+  robot = stage1_config.get("robot", {}).get("mjcf", "panda")
+  robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
+  text = (f"{f'generated {robot} FK' if source == 'generated' else 'demonstration pairs'}, "
           f"signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
           f"{t.get('batch_size', '?')}")
   ev = (summary or {}).get("eval") or {}

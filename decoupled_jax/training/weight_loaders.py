@@ -3,7 +3,8 @@ frozen (`training/partition.py`), as openpi keeps `weight_loaders.py` apart from
 filter.
 
 * `FreshInit`: the model's own init (stage 1, normal training, the random-frozen control).
-* `Stage1Backbone`: the paper's stage-2 load. Every backbone leaf whose path exists in the
+* `Stage1Backbone`: the paper's stage-2 load (from a stage-1 checkpoints directory or a
+  shipped expert, `pretrained:<name>`). Every backbone leaf whose path exists in the
   stage-1 checkpoint with the same shape is copied, conditioning layers included (their
   input widths differ between stages, so in practice their kernels stay fresh while biases,
   `pos_emb` and DP-T's condition MLP are copied); leaves matching the backbone's
@@ -16,6 +17,7 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Protocol
 
+from decoupled_jax import pretrained
 from decoupled_jax.backbones.paths import matches_any
 from decoupled_jax.training import checkpoint as ckpt_lib
 from decoupled_jax.training.partition import BACKBONE, flatten, unflatten
@@ -43,7 +45,10 @@ class Stage1Backbone:
   reinit_patterns: tuple[str, ...] = ()
 
   def load(self, params):
-    source, _ = ckpt_lib.load_inference_params(self.checkpoint_dir)
+    if pretrained.is_ref(self.checkpoint_dir):   # an expert shipped in the package
+      source = pretrained.load_params(self.checkpoint_dir)
+    else:
+      source, _ = ckpt_lib.load_inference_params(self.checkpoint_dir)
     out, report = copy_backbone(params, source, conditioning_patterns=self.conditioning_patterns,
                                 reinit_patterns=self.reinit_patterns,
                                 source_name=f"stage-1 checkpoint {self.checkpoint_dir}")
