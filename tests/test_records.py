@@ -87,6 +87,8 @@ def test_oracle_table_records_and_resumes_from_records_alone(tmp_path):
     for k in records.REQUIRED:
       assert k in r, k
     assert r["table"] == "gap" and os.path.exists(rec_dir / r["episodes_file"])
+    curve = [json.loads(l) for l in open(rec_dir / r["metrics_file"])]
+    assert any("loss" in row for row in curve) and r["last_loss"] > 0
   by_mode = {r["mode"]: r for r in recs}
   assert by_mode["oracle"]["trainable_params"] == by_mode["decoupled"]["trainable_params"]
   assert by_mode["oracle"]["trainable_params"] < by_mode["normal"]["trainable_params"]
@@ -118,6 +120,9 @@ def test_oracle_table_records_and_resumes_from_records_alone(tmp_path):
   assert not (work / "oracle" / "PickPlaceCan").exists() and not (work / "demos").exists()
   assert not (work / "oracle" / "stage1").exists()
   assert len(records.RunRecords(str(rec_dir)).all()) == 3
+  # The summary a results page quotes is rebuilt from the records alone.
+  table = records.summary_markdown(records.RunRecords(str(rec_dir)).all())
+  assert table.count("| oracle | PickPlaceCan |") == 3
 
 
 def test_stage1_checkpoint_keeps_refusing_a_finetune_checkpoint_and_oracle_is_named(tmp_path):

@@ -267,6 +267,7 @@ def _mount_tmpfs(path, size):
                         capture_output=True).returncode == 0
 
 
+@pytest.mark.slow   # the simulated ENOSPC above covers the default suite
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"),
                     reason="needs root to mount a small tmpfs")
 def test_disk_full_on_a_real_full_filesystem(tmp_path):

@@ -54,3 +54,16 @@ class EpisodeData:
     frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
     return EpisodeData({k: v[frames] for k, v in self.fields.items()},
                        np.cumsum(ends - starts), self.source, dict(self.attrs))
+
+
+def mask_indices(masks, names) -> dict[str, list[int]]:
+  """robomimic-style masks (name -> member demo names) as episode indices of `names`; a mask
+  naming a demo that is not there is an error (the exporters' shared rule)."""
+  index = {n: i for i, n in enumerate(names)}
+  out = {}
+  for k, members in dict(masks or {}).items():
+    missing = [m for m in members if m not in index]
+    if missing:
+      raise ValueError(f"mask {k!r} names demos not in the episodes: {missing[:5]}")
+    out[k] = [index[m] for m in members]
+  return out

@@ -80,7 +80,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from decoupled_jax.data.episodes import EpisodeData
+from decoupled_jax.data.episodes import EpisodeData, mask_indices
 from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention, check_field
 
 CODEBASE_VERSION = "v2.1"
@@ -214,13 +214,26 @@ def _aggregate(per_episode: Sequence[dict]) -> dict:
   return out
 
 
-def _hf_feature(ft: dict) -> dict:
+def _hf_feature(ft: dict, sequence: str = "Sequence") -> dict:
+  """The `datasets` feature of a column: v2.1 files name fixed-length vectors 'Sequence',
+  LeRobot 0.6's v3.0 files (`datasets` 4.x) 'List'."""
   if ft["dtype"] == "image":
     return {"_type": "Image"}
   if tuple(ft["shape"]) == (1,):
     return {"dtype": ft["dtype"], "_type": "Value"}
   return {"feature": {"dtype": ft["dtype"], "_type": "Value"}, "length": int(ft["shape"][0]),
-          "_type": "Sequence"}
+          "_type": sequence}
+
+
+def _field_feature(k: str, v: np.ndarray, images: str, dtype: str) -> dict:
+  """The feature dict of one field's column: frames, a done flag or a numeric vector."""
+  if v.dtype == np.uint8 and v.ndim == 4:
+    return {"dtype": "video" if images == "video" else "image",
+            "shape": list(v.shape[1:]), "names": ["height", "width", "channels"]}
+  if k == "dones":
+    return {"dtype": "bool", "shape": [1], "names": None}
+  return {"dtype": dtype, "shape": [int(np.prod(v.shape[1:])) if v.ndim > 1 else 1],
+          "names": None}
 
 
 def _plan(episodes: EpisodeData, images: str):
@@ -239,14 +252,10 @@ def _plan(episodes: EpisodeData, images: str):
     col = COLUMNS.get(k, f"observation.{k}")
     if "/" in col:
       raise ValueError(f"field {k!r}: LeRobot feature names cannot hold '/'")
-    if v.dtype == np.uint8 and v.ndim == 4:
-      cols[col] = ((k,), {"dtype": "video" if images == "video" else "image",
-                          "shape": list(v.shape[1:]), "names": ["height", "width", "channels"]})
-    elif k == "dones":
-      cols[col] = ((k,), {"dtype": "bool", "shape": [1], "names": None})
-    else:
-      d = int(np.prod(v.shape[1:])) if v.ndim > 1 else 1
-      cols[col] = ((k,), {"dtype": "float32", "shape": [d], "names": NAMES.get(col)})
+    ft = _field_feature(k, v, images, "float32")
+    if ft["dtype"] == "float32":
+      ft["names"] = NAMES.get(col)
+    cols[col] = ((k,), ft)
   return cols
 
 
@@ -273,6 +282,30 @@ def _fingerprint(episodes: EpisodeData, cols, images: str, crf: int) -> str:
   return h.hexdigest()
 
 
+def _export_target(episodes: EpisodeData, out_dir: str, env_args, task, overwrite: bool):
+  """(attrs, env_args, task) for a writer, after the checks both LeRobot writers share;
+  None when `out_dir` already holds a finished dataset that is kept (no `overwrite`)."""
+  attrs = dict(episodes.attrs)
+  env_args = dict(env_args if env_args is not None else attrs.get("env_args") or {})
+  if attrs.get("action_convention", "absolute") != "absolute":
+    raise DatasetError(f"{episodes.source}: refusing to export "
+                       f"{attrs.get('action_convention')!r} actions; convert to absolute first")
+  if "actions" not in episodes.fields or episodes.fields["actions"].shape[1:] != (7,):
+    raise DatasetError(f"{episodes.source}: export needs 'actions' of shape (N, 7)")
+  if os.path.exists(os.path.join(out_dir, "meta", "info.json")):
+    if not overwrite:
+      return None
+    shutil.rmtree(out_dir)
+  elif os.path.isdir(out_dir) and os.listdir(out_dir):
+    raise FileExistsError(f"{out_dir}: exists and is not a LeRobot dataset; not overwriting it")
+  elif os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f"{out_dir}: exists and is not a directory")
+  from decoupled_jax.data.rlds import LANGUAGE
+  env_name = str(env_args.get("env_name", ""))
+  task = task if task is not None else LANGUAGE.get(env_name, env_name.lower() or "task")
+  return attrs, env_args, task
+
+
 def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
                    env_args: Mapping | None = None, task: str | None = None,
                    images: str = "video", crf: int = 18,
@@ -284,24 +317,10 @@ def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   pa, pq = _pa()
   if images not in ("video", "png"):
     raise ValueError(f"images must be 'video' or 'png', got {images!r}")
-  attrs = dict(episodes.attrs)
-  env_args = dict(env_args if env_args is not None else attrs.get("env_args") or {})
-  if attrs.get("action_convention", "absolute") != "absolute":
-    raise DatasetError(f"{episodes.source}: refusing to export "
-                       f"{attrs.get('action_convention')!r} actions; convert to absolute first")
-  if "actions" not in episodes.fields or episodes.fields["actions"].shape[1:] != (7,):
-    raise DatasetError(f"{episodes.source}: export needs 'actions' of shape (N, 7)")
-  if os.path.exists(os.path.join(out_dir, "meta", "info.json")):
-    if not overwrite:
-      return out_dir
-    shutil.rmtree(out_dir)
-  elif os.path.isdir(out_dir) and os.listdir(out_dir):
-    raise FileExistsError(f"{out_dir}: exists and is not a LeRobot dataset; not overwriting it")
-  elif os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise FileExistsError(f"{out_dir}: exists and is not a directory")
-  from decoupled_jax.data.rlds import LANGUAGE
-  env_name = str(env_args.get("env_name", ""))
-  task = task if task is not None else LANGUAGE.get(env_name, env_name.lower() or "task")
+  prep = _export_target(episodes, out_dir, env_args, task, overwrite)
+  if prep is None:
+    return out_dir
+  attrs, env_args, task = prep
   names = list(attrs.get("demo_names") or [f"demo_{i}" for i in range(episodes.num_episodes)])
   cols = _plan(episodes, images)
   tmp = out_dir.rstrip("/") + ".incomplete"
@@ -396,9 +415,7 @@ def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   _write_json(os.path.join(tmp, "meta", "stats.json"), _aggregate([p["stats"] for p in per_ep]))
   _write_json(os.path.join(tmp, "meta", "tasks.jsonl"), [{"task_index": 0, "task": task}],
               lines=True)
-  index = {nm: i for i, nm in enumerate(names)}
-  filter_keys = {k: [index[m] for m in members]
-                 for k, members in dict(masks or attrs.get("masks") or {}).items()}
+  filter_keys = mask_indices(masks or attrs.get("masks"), names)
   _write_json(os.path.join(tmp, OURS), {
       "format": "decoupled_jax.lerobot.v1", "env_args": env_args, "action_convention": "absolute",
       "action_space": "absolute [pos(3), axis-angle(3), gripper] of the grip site, world frame",
@@ -506,6 +523,23 @@ def _decode_png_rows(rows, where: str, key: str) -> np.ndarray:
                        f"({type(e).__name__}: {e})") from e
 
 
+def _stored_column(ft: dict, column, t: int, where: str, key: str) -> np.ndarray:
+  """One episode's PNG frames or numbers from its parquet column."""
+  if ft["dtype"] == "image":
+    return _decode_png_rows(column.to_pylist(), where, key)
+  return _column_array(column, t, where, key)
+
+
+def _append_episode(out: dict, k: str, v: np.ndarray, where: str, *, image: bool,
+                    keep_dtype: bool) -> None:
+  """Checks one episode's field and appends it (the same per-frame shape as the first's)."""
+  v = _checked(v, image=image, what=f"{where}: key '{k}'", keep_dtype=keep_dtype)
+  if out[k] and out[k][0].shape[1:] != v.shape[1:]:
+    raise DatasetError(f"{where}: key '{k}': shape {v.shape[1:]} per frame differs from "
+                       f"the first episode's {out[k][0].shape[1:]}")
+  out[k].append(v)
+
+
 def read_lerobot(path: str, keys: Sequence[str], *, filter_key: str | None = None,
                  image_fields: Sequence[str] = (), action_field: str = "actions",
                  action_convention: str | None = None, keep_dtype: bool = False) -> EpisodeData:
@@ -584,16 +618,9 @@ def _read_v2(root, info, ours, order, filter_key, image_fields, keep_dtype):
                              "video_path")
         v = decode_video(os.path.join(root, vt.format(episode_chunk=chunk, video_key=k,
                                                       episode_index=ep)), t, f"{where}: key '{k}'")
-      elif ft["dtype"] == "image":
-        v = _decode_png_rows(table.column(k).to_pylist(), where, k)
       else:
-        v = _column_array(table.column(k), t, where, k)
-      v = _checked(v, image=k in image_fields, what=f"{where}: key '{k}'",
-                   keep_dtype=keep_dtype)
-      if out[k] and out[k][0].shape[1:] != v.shape[1:]:
-        raise DatasetError(f"{where}: key '{k}': shape {v.shape[1:]} per frame differs from "
-                           f"the first episode's {out[k][0].shape[1:]}")
-      out[k].append(v)
+        v = _stored_column(ft, table.column(k), t, where, k)
+      _append_episode(out, k, v, where, image=k in image_fields, keep_dtype=keep_dtype)
     lengths.append(t)
     names.append(name)
     tasks.append(tasks_of.get(ep, ""))
@@ -695,16 +722,9 @@ def _read_v3(root, info, ours, order, filter_key, image_fields, keep_dtype):
                              f"{len(frames)} frames, the episode needs frames {start} to "
                              f"{start + t - 1}")
         v = frames[start:start + t]
-      elif ft["dtype"] == "image":
-        v = _decode_png_rows(sub.column(k).to_pylist(), where, k)
       else:
-        v = _column_array(sub.column(k), t, where, k)
-      v = _checked(v, image=k in image_fields, what=f"{where}: key '{k}'",
-                   keep_dtype=keep_dtype)
-      if out[k] and out[k][0].shape[1:] != v.shape[1:]:
-        raise DatasetError(f"{where}: key '{k}': shape {v.shape[1:]} per frame differs from "
-                           f"the first episode's {out[k][0].shape[1:]}")
-      out[k].append(v)
+        v = _stored_column(ft, sub.column(k), t, where, k)
+      _append_episode(out, k, v, where, image=k in image_fields, keep_dtype=keep_dtype)
     lengths.append(t)
     names.append(name)
     tasks.append((list(r.get("tasks") or []) or [""])[0])
@@ -859,16 +879,6 @@ def _stats_v3(v: np.ndarray, image: bool, max_images: int = 100) -> dict:
   return out
 
 
-def _hf_feature_v3(ft: dict) -> dict:
-  """The `datasets` 4.x feature of a column (what LeRobot 0.6 records in the parquet schema)."""
-  if ft["dtype"] == "image":
-    return {"_type": "Image"}
-  if tuple(ft["shape"]) == (1,):
-    return {"dtype": ft["dtype"], "_type": "Value"}
-  return {"feature": {"dtype": ft["dtype"], "_type": "Value"}, "length": int(ft["shape"][0]),
-          "_type": "List"}
-
-
 def _plan_v3(episodes: EpisodeData, images: str):
   """column -> (source fields, feature dict) for every column but LeRobot's defaults, and
   policy key -> column (with a slice)."""
@@ -898,16 +908,11 @@ def _plan_v3(episodes: EpisodeData, images: str):
       raise ValueError(f"field {k!r}: LeRobot feature names cannot hold '/'")
     if col in cols or col in DEFAULT_COLUMNS:
       raise ValueError(f"field {k!r}: its LeRobot column {col!r} is already taken")
-    if v.dtype == np.uint8 and v.ndim == 4 and v.shape[-1] == 3:
-      cols[col] = ((k,), {"dtype": "video" if images == "video" else "image",
-                          "shape": list(v.shape[1:]), "names": ["height", "width", "channels"]})
-    elif k == "dones":
-      cols[col] = ((k,), {"dtype": "bool", "shape": [1], "names": None})
-    else:
-      if v.dtype.kind not in "fiub":
-        raise DatasetError(f"{episodes.source}: field {k!r} is not numeric ({v.dtype})")
-      d = int(np.prod(v.shape[1:])) if v.ndim > 1 else 1
-      cols[col] = ((k,), {"dtype": low_dtype([k]), "shape": [d], "names": None})
+    rgb = v.dtype == np.uint8 and v.ndim == 4 and v.shape[-1] == 3   # else stored as numbers
+    if not rgb and k != "dones" and v.dtype.kind not in "fiub":
+      raise DatasetError(f"{episodes.source}: field {k!r} is not numeric ({v.dtype})")
+    cols[col] = ((k,), _field_feature(k, v if rgb or v.ndim != 4 else v.reshape(len(v), -1),
+                                      images, low_dtype([k])))
     columns[k] = col
   return cols, columns
 
@@ -1008,24 +1013,10 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   if int(chunks_size) < 1 or float(data_files_size_in_mb) <= 0 or \
      float(video_files_size_in_mb) <= 0:
     raise ValueError("chunks_size and the file sizes must be positive")
-  attrs = dict(episodes.attrs)
-  env_args = dict(env_args if env_args is not None else attrs.get("env_args") or {})
-  if attrs.get("action_convention", "absolute") != "absolute":
-    raise DatasetError(f"{episodes.source}: refusing to export "
-                       f"{attrs.get('action_convention')!r} actions; convert to absolute first")
-  if "actions" not in episodes.fields or episodes.fields["actions"].shape[1:] != (7,):
-    raise DatasetError(f"{episodes.source}: export needs 'actions' of shape (N, 7)")
-  if os.path.exists(os.path.join(out_dir, "meta", "info.json")):
-    if not overwrite:
-      return out_dir
-    shutil.rmtree(out_dir)
-  elif os.path.isdir(out_dir) and os.listdir(out_dir):
-    raise FileExistsError(f"{out_dir}: exists and is not a LeRobot dataset; not overwriting it")
-  elif os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise FileExistsError(f"{out_dir}: exists and is not a directory")
-  from decoupled_jax.data.rlds import LANGUAGE
-  env_name = str(env_args.get("env_name", ""))
-  task = task if task is not None else LANGUAGE.get(env_name, env_name.lower() or "task")
+  prep = _export_target(episodes, out_dir, env_args, task, overwrite)
+  if prep is None:
+    return out_dir
+  attrs, env_args, task = prep
   n = episodes.num_episodes
   ep_tasks = [str(x) for x in (attrs.get("tasks") or [])]
   if len(ep_tasks) != n or not all(ep_tasks):
@@ -1051,7 +1042,7 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
       "episode_index": {"dtype": "int64", "shape": [1], "names": None},
       "index": {"dtype": "int64", "shape": [1], "names": None},
       "task_index": {"dtype": "int64", "shape": [1], "names": None}})
-  hf = {c: _hf_feature_v3(ft) for c, ft in features.items() if ft["dtype"] != "video"}
+  hf = {c: _hf_feature(ft, "List") for c, ft in features.items() if ft["dtype"] != "video"}
   schema_meta = {b"huggingface": json.dumps({"info": {"features": hf}}).encode()}
   video_cols = [c for c, ft in features.items() if ft["dtype"] == "video"]
   starts, ends = episodes.episode_starts, episodes.episode_ends
@@ -1165,13 +1156,7 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
           "data_path": V3_DATA_PATH, "video_path": V3_VIDEO_PATH if video_cols else None,
           "robot_type": robot_type, "splits": {"train": f"0:{n}"}}
   _write_json(os.path.join(tmp, "meta", "info.json"), info)
-  index = {nm: i for i, nm in enumerate(names)}
-  filter_keys = {}
-  for k, members in dict(masks or attrs.get("masks") or {}).items():
-    missing = [m for m in members if m not in index]
-    if missing:
-      raise ValueError(f"mask {k!r} names demos not in the episodes: {missing[:5]}")
-    filter_keys[k] = [index[m] for m in members]
+  filter_keys = mask_indices(masks or attrs.get("masks"), names)
   _write_json(os.path.join(tmp, OURS), {
       "format": "decoupled_jax.lerobot.v3", "env_args": env_args,
       "action_convention": "absolute",

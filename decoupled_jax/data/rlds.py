@@ -49,7 +49,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from decoupled_jax.data.episodes import EpisodeData
+from decoupled_jax.data.episodes import EpisodeData, mask_indices
 from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention, check_field
 
 FORMAT_TAG = "decoupled_jax.rlds.v1"
@@ -189,13 +189,7 @@ def export_rlds(episodes: EpisodeData, out_dir: str, *, name: str | None = None,
     obs_specs["state"] = ((sum(episodes.fields[k].shape[-1] for k in STATE_PARTS),), np.float32)
   feature_of["actions"] = "action"
 
-  index = {n: i for i, n in enumerate(names)}
-  filter_keys = {}
-  for k, members in dict(masks or attrs.get("masks") or {}).items():
-    missing = [m for m in members if m not in index]
-    if missing:
-      raise ValueError(f"mask {k!r} names demos not in the episodes: {missing[:5]}")
-    filter_keys[k] = [index[m] for m in members]
+  filter_keys = mask_indices(masks or attrs.get("masks"), names)
   meta = {"decoupled_jax": {
       "format": FORMAT_TAG, "env_args": env_args, "action_convention": "absolute",
       "action_space": "absolute [pos(3), axis-angle(3), gripper] of the grip site, world frame",

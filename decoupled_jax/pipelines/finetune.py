@@ -86,13 +86,7 @@ def check_stage1_checkpoint(config, norm: LimitsNormalizer,
         f"targets ({meta.get('action_dim')}-D); this stage 2 trains {ACTION_DIM}-D end-effector "
         f"pose actions [pos, rot6d, gripper]")
   theirs = meta["config"]
-  for field, ours, other in (
-      ("backbone", config.backbone.to_dict(), theirs["backbone"]),
-      ("head.type", config.head.type, theirs["head"]["type"]),
-      ("data.horizon", int(config.data.horizon), int(theirs["data"]["horizon"]))):
-    if json.dumps(_plain(ours), sort_keys=True) != json.dumps(_plain(other), sort_keys=True):
-      raise CheckpointError(f"{where} was trained with {field}={_plain(other)}, this run uses "
-                            f"{_plain(ours)}; set config.{field} to match")
+  _check_same_expert(config, theirs, where)
   act_theirs = meta["normalizer"]["fields"].get("actions")
   act_ours = norm.to_dict()["fields"]["actions"]
   # A stage 1 with the reference's data-limit normalisation (data.normalization='paper')
@@ -118,6 +112,17 @@ def check_oracle_checkpoint(config, norm: LimitsNormalizer) -> dict:
     raise CheckpointError(f"{where} is a {meta.get('stage')!r} checkpoint; mode='oracle' takes "
                           f"a stage-2 run's checkpoints (use mode='decoupled' for a stage 1)")
   theirs = meta["config"]
+  _check_same_expert(config, theirs, where)
+  act_theirs = meta["normalizer"]["fields"].get("actions")
+  if json.dumps(act_theirs, sort_keys=True) != json.dumps(norm.to_dict()["fields"]["actions"],
+                                                          sort_keys=True):
+    raise CheckpointError(f"{where} normalised actions differently from this run; train the "
+                          f"oracle on the same dataset and config.data.position_box")
+  return meta
+
+
+def _check_same_expert(config, theirs: dict, where: str) -> None:
+  """The loaded backbone must be this run's expert: same backbone config, head and horizon."""
   for field, ours, other in (
       ("backbone", config.backbone.to_dict(), theirs["backbone"]),
       ("head.type", config.head.type, theirs["head"]["type"]),
@@ -125,12 +130,6 @@ def check_oracle_checkpoint(config, norm: LimitsNormalizer) -> dict:
     if json.dumps(_plain(ours), sort_keys=True) != json.dumps(_plain(other), sort_keys=True):
       raise CheckpointError(f"{where} was trained with {field}={_plain(other)}, this run uses "
                             f"{_plain(ours)}; set config.{field} to match")
-  act_theirs = meta["normalizer"]["fields"].get("actions")
-  if json.dumps(act_theirs, sort_keys=True) != json.dumps(norm.to_dict()["fields"]["actions"],
-                                                          sort_keys=True):
-    raise CheckpointError(f"{where} normalised actions differently from this run; train the "
-                          f"oracle on the same dataset and config.data.position_box")
-  return meta
 
 
 def _plain(x):

@@ -140,6 +140,7 @@ def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) ->
       "episodes": e.get("num_episodes", 0), "mean_episode_length": e.get("mean_episode_length"),
       "trainable_params": s["num_trainable"], "total_params": s["num_params"],
       "train_steps": s["steps"], "train_wall_time_s": s["train_wall_time_s"],
+      "last_loss": s.get("last_loss"),
       "steps_per_s": s["steps_per_s"], "policy_latency_ms": e.get("policy_latency_ms"),
       "stage1_steps": pre["steps"] if pre else None,
       "stage1_wall_time_s": pre["train_wall_time_s"] if pre else None,
@@ -183,7 +184,9 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
                          "oracle": "the normal run's backbone (same task and seed), frozen"
                          }.get(row["mode"], "none")))
   record.pop("run_dir", None)
-  recs.append(record, episodes)
+  recs.append(record, episodes,
+              metrics_path=os.path.join(row["run_dir"], "metrics.jsonl") if row.get("run_dir")
+              else None)
 
 
 def seed_summary(rows: list[dict]) -> list[dict]:

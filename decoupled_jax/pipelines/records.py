@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from typing import Optional
@@ -131,8 +132,10 @@ class RunRecords:
                                       r.get("fingerprint")) == (chain, task, mode, seed, fp)]
     return hits[-1] if hits else None
 
-  def append(self, record: dict, episodes: Optional[list] = None) -> dict:
-    """Writes the per-episode outcomes first, then appends the record (one write, flushed)."""
+  def append(self, record: dict, episodes: Optional[list] = None,
+             metrics_path: Optional[str] = None) -> dict:
+    """Writes the per-episode outcomes (and a copy of the run's metrics.jsonl: its training
+    curve) first, then appends the record (one write, flushed)."""
     missing = [k for k in REQUIRED if k not in record]
     if missing:
       raise ValueError(f"run record lacks {missing}")
@@ -147,9 +150,42 @@ class RunRecords:
           f.write(json.dumps(e, sort_keys=True) + "\n")
       os.replace(tmp, ep_path)
       record["episodes_file"] = os.path.relpath(ep_path, self.directory)
+    if metrics_path and os.path.exists(metrics_path):
+      name = os.path.basename(self._episodes_path(record.get("chain", ""), record["task"],
+                                                   record["mode"], record["seed"]))
+      dst = os.path.join(self.directory, "metrics", name)
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.copyfile(metrics_path, dst + ".tmp")
+      os.replace(dst + ".tmp", dst)
+      record["metrics_file"] = os.path.relpath(dst, self.directory)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
     with open(self.path, "a") as f:
       f.write(line)
       f.flush()
       os.fsync(f.fileno())
     return record
+
+
+def summary_markdown(recs: list[dict]) -> str:
+  """Per (chain, task, mode): seeds, successes / episodes pooled, the pooled 95 % Wilson
+  interval, and each seed's rate — the table results pages quote, rebuilt from records."""
+  from decoupled_jax.sim.evaluator import wilson_interval
+  cells: dict[tuple, list[dict]] = {}
+  for r in recs:
+    cells.setdefault((r.get("chain", ""), r["task"], r["mode"]), []).append(r)
+  lines = ["| chain | task | mode | seeds | successes / episodes | success | 95% CI (pooled) | "
+           "per seed | stage 1 | code |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for (chain, task, mode), rs in cells.items():
+    k, n = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
+    lo, hi = wilson_interval(k, n)
+    per_seed = ", ".join(f"{r['seed']}: {100 * r['successes'] / r['episodes']:.0f}%"
+                         for r in rs)
+    codes = ", ".join(sorted({str(r["code_version"]) for r in rs}))
+    lines.append(f"| {chain} | {task} | {mode} | {len(rs)} | {k} / {n} | {100 * k / n:.1f}% | "
+                 f"{100 * lo:.0f}–{100 * hi:.0f}% | {per_seed} | {rs[0]['stage1']} | {codes} |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":   # python -m decoupled_jax.pipelines.records docs/results/raw/<table>
+  import sys
+  print(summary_markdown(RunRecords(sys.argv[1]).all()), end="")

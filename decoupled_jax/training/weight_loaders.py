@@ -45,16 +45,8 @@ class Stage1Backbone:
   reinit_patterns: tuple[str, ...] = ()
 
   def load(self, params):
-    if pretrained.is_ref(self.checkpoint_dir):   # an expert shipped in the package
-      source = pretrained.load_params(self.checkpoint_dir)
-    else:
-      source, _ = ckpt_lib.load_inference_params(self.checkpoint_dir)
-    out, report = copy_backbone(params, source, conditioning_patterns=self.conditioning_patterns,
-                                reinit_patterns=self.reinit_patterns,
-                                source_name=f"stage-1 checkpoint {self.checkpoint_dir}")
-    log.info("stage-1 load from %s: %d backbone leaves copied, %d kept fresh",
-             self.checkpoint_dir, len(report["copied"]), len(report["fresh"]))
-    return out, dict(report, source=self.checkpoint_dir)
+    return _load_backbone(params, self.checkpoint_dir, self.conditioning_patterns,
+                          self.reinit_patterns, "stage-1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +58,21 @@ class TaskBackbone:
   conditioning_patterns: tuple[str, ...]
 
   def load(self, params):
-    source, _ = ckpt_lib.load_inference_params(self.checkpoint_dir)
-    out, report = copy_backbone(params, source, conditioning_patterns=self.conditioning_patterns,
-                                reinit_patterns=self.conditioning_patterns,
-                                source_name=f"oracle checkpoint {self.checkpoint_dir}")
-    log.info("oracle load from %s: %d backbone leaves copied, %d conditioning leaves fresh",
-             self.checkpoint_dir, len(report["copied"]), len(report["fresh"]))
-    return out, dict(report, source=self.checkpoint_dir)
+    return _load_backbone(params, self.checkpoint_dir, self.conditioning_patterns,
+                          self.conditioning_patterns, "oracle")
+
+
+def _load_backbone(params, ref: str, conditioning, reinit, kind: str):
+  """copy_backbone from a checkpoints directory or a shipped expert (`pretrained:<name>`)."""
+  if pretrained.is_ref(ref):
+    source = pretrained.load_params(ref)
+  else:
+    source, _ = ckpt_lib.load_inference_params(ref)
+  out, report = copy_backbone(params, source, conditioning_patterns=conditioning,
+                              reinit_patterns=reinit, source_name=f"{kind} checkpoint {ref}")
+  log.info("%s load from %s: %d backbone leaves copied, %d kept fresh", kind, ref,
+           len(report["copied"]), len(report["fresh"]))
+  return out, dict(report, source=ref)
 
 
 def copy_backbone(target: Mapping, source: Mapping, *, conditioning_patterns=(),
