@@ -18,7 +18,7 @@ from absl import flags  # noqa: E402
 
 from decoupled_jax import pretrained  # noqa: E402
 from decoupled_jax.errors import UserError  # noqa: E402
-from decoupled_jax.pipelines import records  # noqa: E402
+from decoupled_jax.pipelines import experts, records  # noqa: E402
 
 flags.DEFINE_string("run", None, "A finished stage-1 run directory (checkpoints/, summary.json).",
                     required=True)
@@ -36,9 +36,9 @@ def main(argv):
     raise UserError(f"--run={FLAGS.run}: no summary.json (is the stage-1 run finished?)")
   with open(summary_path) as f:
     summary = json.load(f)
-  out = pretrained.save_expert(os.path.join(FLAGS.run, "checkpoints"), FLAGS.name,
-                               summary=summary,
-                               code_version=FLAGS.code_version or records.code_version())
+  out = experts.save_expert(os.path.join(FLAGS.run, "checkpoints"), FLAGS.name,
+                            summary=summary,
+                            code_version=FLAGS.code_version or records.code_version())
   total = sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(pretrained.HERE)
               for n in ns if not n.endswith((".py", ".pyc")))
   print(f"{out} ({total / 2 ** 20:.1f} MiB shipped in all, limit "

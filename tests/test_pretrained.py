@@ -96,3 +96,37 @@ def test_stage2_refuses_a_stage1_expert_of_another_action_space(monkeypatch):
   c.stage1_checkpoint = "/some/stage1/checkpoints"
   with pytest.raises(CheckpointError, match="joint_pos targets \\(7-D\\)"):
     finetune.check_stage1_checkpoint(c, norm=None)
+
+
+def test_save_expert_writes_the_shipped_format(tmp_path):
+  """pipelines/experts.save_expert from a (debug) stage-1 run: the params bit for bit, the
+  meta, and a card with the run's steps, wall time and held-out FK error."""
+  import json
+  from safetensors.numpy import load_file
+  from decoupled_jax.errors import CheckpointError
+  from decoupled_jax.pipelines import experts
+  from decoupled_jax.training import checkpoint as ckpt_lib
+  from decoupled_jax.training.partition import flatten
+  run = tmp_path / "stage1"
+  run_binary("pretrain.py", "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug",
+             f"--workdir={run}")
+  summary = json.load(open(run / "summary.json"))
+  out = experts.save_expert(str(run / "checkpoints"), "tiny", summary=summary,
+                            code_version="abc123", out_root=str(tmp_path / "ship"))
+  assert sorted(os.listdir(out)) == sorted(pretrained.FILES)
+  params, meta = ckpt_lib.load_inference_params(str(run / "checkpoints"))
+  flat = load_file(os.path.join(out, "params.safetensors"))
+  ref = flatten(params)
+  assert flat.keys() == ref.keys()
+  for k in ref:
+    np.testing.assert_array_equal(flat[k], np.asarray(ref[k]), err_msg=k)
+  card = json.load(open(os.path.join(out, "card.json")))
+  assert card["steps"] == summary["steps"] and card["code_version"] == "abc123"
+  assert card["heldout_fk"]["pos_err_mm"] == pytest.approx(summary["eval"]["pos_err_mm"])
+  assert json.load(open(os.path.join(out, "meta.json")))["stage"] == "pretrain"
+  with pytest.raises(CheckpointError, match="only stage-1"):   # a stage-2 run does not ship
+    from unittest import mock
+    with mock.patch.object(ckpt_lib, "load_inference_params",
+                           return_value=(params, dict(meta, stage="finetune"))):
+      experts.save_expert(str(run / "checkpoints"), "x", summary=summary, code_version="a",
+                          out_root=str(tmp_path / "ship2"))
