@@ -306,6 +306,31 @@ def _export_target(episodes: EpisodeData, out_dir: str, env_args, task, overwrit
   return attrs, env_args, task
 
 
+def _staging(out_dir: str, fp: str) -> str:
+  """`<out_dir>.incomplete` with its `.episodes/` folder, kept across a resumed export only
+  when it was started for the same input and settings (`fp`); returns its path."""
+  tmp = out_dir.rstrip("/") + ".incomplete"
+  fp_path = os.path.join(tmp, ".fingerprint")
+  if os.path.exists(tmp) and (not os.path.exists(fp_path) or open(fp_path).read() != fp):
+    shutil.rmtree(tmp)   # left over from another input or settings: start over
+  os.makedirs(os.path.join(tmp, ".episodes"), exist_ok=True)
+  _write_bytes_atomic(fp_path, fp.encode())
+  return tmp
+
+
+def _features(cols, sequence: str) -> tuple[dict, dict]:
+  """(features incl. LeRobot's default columns, the parquet schema metadata) of a plan."""
+  features = {c: dict(ft) for c, (_, ft) in cols.items()}
+  features.update({
+      "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+      "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+      "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+      "index": {"dtype": "int64", "shape": [1], "names": None},
+      "task_index": {"dtype": "int64", "shape": [1], "names": None}})
+  hf = {c: _hf_feature(ft, sequence) for c, ft in features.items() if ft["dtype"] != "video"}
+  return features, {b"huggingface": json.dumps({"info": {"features": hf}}).encode()}
+
+
 def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
                    env_args: Mapping | None = None, task: str | None = None,
                    images: str = "video", crf: int = 18,
@@ -323,23 +348,8 @@ def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   attrs, env_args, task = prep
   names = list(attrs.get("demo_names") or [f"demo_{i}" for i in range(episodes.num_episodes)])
   cols = _plan(episodes, images)
-  tmp = out_dir.rstrip("/") + ".incomplete"
-  fp = _fingerprint(episodes, cols, images, crf)
-  fp_path = os.path.join(tmp, ".fingerprint")
-  if os.path.exists(tmp) and (not os.path.exists(fp_path) or open(fp_path).read() != fp):
-    shutil.rmtree(tmp)   # left over from another input or settings: start over
-  os.makedirs(os.path.join(tmp, ".episodes"), exist_ok=True)
-  _write_bytes_atomic(fp_path, fp.encode())
-
-  features = {c: dict(ft) for c, (_, ft) in cols.items()}
-  features.update({
-      "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-      "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-      "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-      "index": {"dtype": "int64", "shape": [1], "names": None},
-      "task_index": {"dtype": "int64", "shape": [1], "names": None}})
-  hf = {c: _hf_feature(ft) for c, ft in features.items() if ft["dtype"] != "video"}
-  schema_meta = {b"huggingface": json.dumps({"info": {"features": hf}}).encode()}
+  tmp = _staging(out_dir, _fingerprint(episodes, cols, images, crf))
+  features, schema_meta = _features(cols, "Sequence")
   starts, ends = episodes.episode_starts, episodes.episode_ends
   it = range(episodes.num_episodes)
   if progress:
@@ -424,7 +434,7 @@ def export_lerobot(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
       "images": images, "crf": crf if images == "video" else None,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
   shutil.rmtree(os.path.join(tmp, ".episodes"))
-  os.remove(fp_path)
+  os.remove(os.path.join(tmp, ".fingerprint"))
   if os.path.isdir(out_dir):
     os.rmdir(out_dir)          # empty (checked above)
   os.replace(tmp, out_dir)
@@ -1026,24 +1036,9 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   if len(names) != n:
     raise ValueError(f"{episodes.source}: {len(names)} demo names for {n} episodes")
   cols, columns = _plan_v3(episodes, images)
-  tmp = out_dir.rstrip("/") + ".incomplete"
-  fp = _fingerprint(episodes, cols, images, crf) + f"|{V3}|{ep_tasks}"
-  fp_path = os.path.join(tmp, ".fingerprint")
-  if os.path.exists(tmp) and (not os.path.exists(fp_path) or open(fp_path).read() != fp):
-    shutil.rmtree(tmp)   # left over from another input or settings: start over
+  tmp = _staging(out_dir, _fingerprint(episodes, cols, images, crf) + f"|{V3}|{ep_tasks}")
   work = os.path.join(tmp, ".episodes")
-  os.makedirs(work, exist_ok=True)
-  _write_bytes_atomic(fp_path, fp.encode())
-
-  features = {c: dict(ft) for c, (_, ft) in cols.items()}
-  features.update({
-      "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-      "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-      "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-      "index": {"dtype": "int64", "shape": [1], "names": None},
-      "task_index": {"dtype": "int64", "shape": [1], "names": None}})
-  hf = {c: _hf_feature(ft, "List") for c, ft in features.items() if ft["dtype"] != "video"}
-  schema_meta = {b"huggingface": json.dumps({"info": {"features": hf}}).encode()}
+  features, schema_meta = _features(cols, "List")
   video_cols = [c for c, ft in features.items() if ft["dtype"] == "video"]
   starts, ends = episodes.episode_starts, episodes.episode_ends
   it = range(n)
@@ -1168,7 +1163,7 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
       "images": images, "crf": crf if images == "video" else None,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
   shutil.rmtree(work)
-  os.remove(fp_path)
+  os.remove(os.path.join(tmp, ".fingerprint"))
   if os.path.isdir(out_dir):
     os.rmdir(out_dir)          # empty (checked above)
   os.replace(tmp, out_dir)

@@ -104,11 +104,14 @@ def run_fingerprint(config, task: str, mode: str, seed: int) -> str:
   s2.update(mode=mode, seed=int(seed))
   s2["data"]["task"] = task
   parts = [{"stage2": s2, "demos": config.demos.to_dict()}]
-  if mode == "decoupled":
-    ref = config.get("stage1_checkpoint", "")
-    parts.append({"stage1": config.stage1.to_dict()} if not ref else
-                 {"stage1_checkpoint": ref, "card": pretrained.load_card(ref)}
-                 if pretrained.is_ref(ref) else {"stage1_checkpoint": ref})
+  ref = config.get("stage1_checkpoint", "")
+  if mode == "decoupled" and not ref:
+    parts.append({"stage1": config.stage1.to_dict()})
+  elif mode == "decoupled":   # a given stage 1: a shipped expert's card, or what the run gave
+    # (paths are volatile, so a run directory is named by its summary's steps and results)
+    given = stage1_given(config)
+    parts.append({"given_stage1": pretrained.load_card(ref) if pretrained.is_ref(ref) else
+                  {k: given.get(k) for k in ("steps", "eval", "last_loss")}})
   return records.fingerprint(*parts)
 
 
@@ -151,10 +154,6 @@ def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) ->
   }
 
 
-def results_rows(stage1: dict, runs: dict) -> list[dict]:
-  return [result_row(task, mode, seed, s, stage1) for (task, mode, seed), s in runs.items()]
-
-
 def _stage1_from_rows(rows: list[dict]) -> dict | None:
   """The stage-1 summary fields the page shows, from a decoupled run's (recorded) row."""
   for r in rows:
@@ -165,6 +164,12 @@ def _stage1_from_rows(rows: list[dict]) -> dict | None:
   return None
 
 
+# A record's `stage1` for the modes that load none.
+_NO_STAGE1 = {"normal": "none (trained end to end)",
+              "random_frozen": "none (random init, frozen)",
+              "oracle": "the normal run's backbone (same task and seed), frozen"}
+
+
 def _record(recs, config, chain: str, table: str, row: dict, fp: str,
             stage1: dict | None) -> None:
   """Appends a finished run's record and its per-episode outcomes (pipelines/records.py)."""
@@ -173,16 +178,14 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
       eval_path) else None
   successes = (sum(bool(e["success"]) for e in episodes) if episodes is not None
                else int(round((row["success_rate"] or 0) * row["episodes"])))
-  record = dict(row, chain=chain, table=table, fingerprint=fp,
-                successes=successes, code_version=records.code_version(),
-                stage1=((pretrained.describe(row["stage1_name"])
-                         if pretrained.is_ref(row.get("stage1_name")) else
-                         records.stage1_description(config.stage1.to_dict(), stage1))
-                        if row["mode"] == "decoupled" else
-                        {"normal": "none (trained end to end)",
-                         "random_frozen": "none (random init, frozen)",
-                         "oracle": "the normal run's backbone (same task and seed), frozen"
-                         }.get(row["mode"], "none")))
+  if row["mode"] != "decoupled":
+    what = _NO_STAGE1.get(row["mode"], "none")
+  elif pretrained.is_ref(row.get("stage1_name")):
+    what = pretrained.describe(row["stage1_name"])
+  else:
+    what = records.stage1_description(config.stage1.to_dict(), stage1)
+  record = dict(row, chain=chain, table=table, fingerprint=fp, successes=successes,
+                code_version=records.code_version(), stage1=what)
   record.pop("run_dir", None)
   recs.append(record, episodes,
               metrics_path=os.path.join(row["run_dir"], "metrics.jsonl") if row.get("run_dir")
@@ -339,7 +342,7 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
   todo = [k for k in plan if k not in found]
   # An oracle run to train needs the normal run's checkpoints even when its record exists.
   need_ckpt = {(t, "normal", s) for (t, m, s) in todo if m == "oracle"}
-  runs, demos = {}, {}
+  demos = {}
   for task in dict.fromkeys(t for (t, m, s) in todo + sorted(need_ckpt)):
     t = time.time()
     demos[task] = demos_for_task(config, demos_dir, task)
