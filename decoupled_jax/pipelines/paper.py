@@ -333,10 +333,9 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
   fps = {key: run_fingerprint(config, *key) for key in plan}
   found = {}
   if recs is not None:
-    for key in plan:
-      hit = recs.find(chain, *key, fps[key])
-      if hit is not None:
-        found[key] = hit
+    recorded = recs.index()   # the records file, read once for the whole plan
+    found = {key: recorded[(chain, *key, fps[key])] for key in plan
+             if (chain, *key, fps[key]) in recorded}
     logging.info("%s: %d of %d runs already recorded in %s", chain or "chain", len(found),
                  len(plan), recs.path)
   todo = [k for k in plan if k not in found]

@@ -126,11 +126,14 @@ class RunRecords:
                              f"line") from None
     return out
 
+  def index(self) -> dict[tuple, dict]:
+    """(chain, task, mode, seed, fingerprint) -> the newest record of that run (one read)."""
+    return {(r.get("chain", ""), r["task"], r["mode"], r["seed"], r.get("fingerprint")): r
+            for r in self.all()}
+
   def find(self, chain: str, task: str, mode: str, seed: int, fp: str) -> Optional[dict]:
     """The newest record of that run with that fingerprint, or None."""
-    hits = [r for r in self.all() if (r.get("chain", ""), r["task"], r["mode"], r["seed"],
-                                      r.get("fingerprint")) == (chain, task, mode, seed, fp)]
-    return hits[-1] if hits else None
+    return self.index().get((chain, task, mode, seed, fp))
 
   def append(self, record: dict, episodes: Optional[list] = None,
              metrics_path: Optional[str] = None) -> dict:
