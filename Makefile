@@ -66,7 +66,8 @@ lerobot-env: $(LEROBOT_VENV)/.installed
 # The LIBERO chain (demos -> stage 1 -> stage 2 both modes -> served evaluation), resumable.
 LIBERO_CONFIG ?= configs/libero.py
 libero: setup libero-env
-	MUJOCO_GL=egl $(PY) experiments/libero_chain.py --config=$(LIBERO_CONFIG) --workdir=workdirs/libero --libero_python=$(LIBERO_PY)
+	MUJOCO_GL=egl $(PY) experiments/libero_chain.py --config=$(LIBERO_CONFIG) --workdir=workdirs/libero \
+	  --config.demos.libero_python=$(LIBERO_PY) --config.stage2.eval.libero_python=$(LIBERO_PY)
 
 # A source archive to upload to a Colab runtime (colab/quickstart.ipynb's install cell).
 colab-archive:

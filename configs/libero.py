@@ -20,8 +20,8 @@ demonstrations at all. `paper`: the authors' LIBERO sizes and budgets for accele
 (docs/method.md §1.4, §3.2, §3.5, §4.2, §5, §10): "DP-C" is the DROID-policy U-Net (dims
 256/512/1024, step embedding 256, the registry's `dp_c_droid`; 61.5 M backbone params),
 DP-MLP is n_emb 256 x 8 blocks (4.78 M); 8 noise samples per example sharing one timestep
-(`head.num_noise_samples`, both LIBERO stages); Adam 1e-4 constant with no warm-up (the DROID
-policies hard-code it); batch 128, stage 1 10 k steps, stage 2 25 k steps, 50 demos, 50
+(`head.diffusion.num_noise_samples`, both LIBERO stages); Adam 1e-4 constant with no warm-up
+(the DROID policies hard-code it); batch 128, stage 1 10 k steps, stage 2 25 k steps, 50 demos, 50
 episodes. (The `decoupled_fk` arm, not in the paper, keeps config_lib's stage-1 recipe: AdamW
 1e-4, cosine with 500 warm-up steps, batch 64.)
 `images`: the two cameras (agentview + eye-in-hand) through per-camera ResNet-18 encoders
@@ -45,8 +45,11 @@ def get_config(arg=None):
   if a.arch not in ("dp_c", "dp_mlp"):
     raise config_lib.ConfigError(f"arch={a.arch!r}: 'dp_c' or 'dp_mlp'")
   c = ConfigDict()
-  c.suites = tuple(s for s in a.suites.split("+") if s)
-  c.tasks = a.tasks
+  # The chain's tasks are LIBERO suites (pipelines/paper.py drives every benchmark); each
+  # suite's stage 2 trains on `libero_tasks` of it ('all' or '0+3+7').
+  c.tasks = tuple(s for s in a.suites.split("+") if s)
+  c.libero_tasks = a.tasks
+  c.seeds = (0,)
   # 'decoupled': stage 1 on LIBERO demos (state -> delta action, the paper's);
   # 'decoupled_fk': stage 1 on our generated Panda FK data (needs no demonstrations at all)
   c.modes = ("normal", "decoupled") + (("decoupled_fk",) if a.fk else ())
@@ -65,7 +68,8 @@ def get_config(arg=None):
               else {"n_emb": 128, "n_layer": 4})
   for s in (s1, s2, fk):
     s.backbone.kwargs.update(narrowed)
-    s.head.sampler, s.head.num_inference_steps = "ddim", 10   # the paper's LIBERO sampler
+    # the paper's LIBERO sampler
+    s.head.diffusion.sampler, s.head.diffusion.num_inference_steps = "ddim", 10
     # configs/quickstart.py's measured CPU recipe: with the paper's 1e-4 (constant, or 500
     # warm-up steps for FK) a few thousand steps left every stage under-trained (the FK error
     # above the mean-pose baseline; stage-2 loss 0.10 against 0.02).
@@ -99,7 +103,7 @@ def get_config(arg=None):
       (s.train.batch_size, s.optimizer.learning_rate, s.optimizer.warmup_steps,
        s.optimizer.schedule) = paper_opt[id(s)]
     for s in (s1, s2):   # the DROID policies' `noise_samples: 8` (§4.2, §5 loss)
-      s.head.num_noise_samples = 8
+      s.head.diffusion.num_noise_samples = 8
     fk.data.fk.via_candidates = fk_candidates
     c.demos.num_demos = 50
     s1.train.num_steps = fk.train.num_steps = 10_000
@@ -108,7 +112,7 @@ def get_config(arg=None):
     s2.eval.episodes_per_task = int(a.episodes)
   if a.debug:
     # Seconds per stage: tiny backbone, a few steps, 2 demos and 1 short episode per task.
-    c.tasks = "0+1" if a.tasks == "all" else a.tasks
+    c.libero_tasks = "0+1" if a.tasks == "all" else a.tasks
     c.demos.num_demos = 2
     for s in (s1, s2, fk):
       s.backbone.kwargs.update(config_lib.debug_backbone_kwargs(a.arch))

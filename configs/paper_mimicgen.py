@@ -7,7 +7,7 @@ r"""The paper's MimicGen setting (docs/method.md §1.1, §2.3, §5, §7.1, §10)
 * demonstrations: 1000 scripted demos per task with 84x84 agentview + eye-in-hand images
   (or `demos_dir=` a folder of <Task>.hdf5 files, e.g. converted MimicGen data);
 * stage 2 / normal: image observations (two ResNet-18-GN encoders, §4.1), batch 64,
-  50 shuffled epochs over every window (`data.sampling='epochs'`, `train.epochs=50`: steps =
+  50 shuffled epochs over every window (`train.epochs=50`: steps =
   50 x (windows // 64), the last partial batch dropped; `epochs=N` overrides), closed-loop
   evaluation with 50 episodes every `eval_every` steps (default 1600, about one epoch of 1000
   demos of ~110 frames: (110 - 7) x 1000 / 64), 3 seeds;
@@ -51,7 +51,7 @@ def get_config(arg=None):
   c.stage2 = config_lib.from_file(os.path.join(HERE, "train.py"), f"{model},obs=image,paper")
   # The reference's budget (docs/method.md §2.3, §10): 50 shuffled epochs; train.num_steps
   # is unused (pipelines/finetune.py derives the steps from the windows).
-  c.stage2.data.sampling, c.stage2.train.epochs = "epochs", a.epochs
+  c.stage2.train.epochs = a.epochs
   c.stage2.train.eval_every = a.eval_every
   for stage in (c.stage1, c.stage2):   # §5: cosine, 500 warm-up steps, every arch
     stage.optimizer.update(learning_rate=1e-4, schedule="cosine", warmup_steps=500)

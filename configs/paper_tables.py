@@ -62,11 +62,11 @@ def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
   if a.paper_budget:
     c.stage1.train.batch_size, c.stage1.train.num_steps = 256, 45_000
     c.stage1.optimizer.learning_rate = 1e-4
-    c.stage2.data.sampling, c.stage2.train.epochs = "epochs", 50
+    c.stage2.train.epochs = 50
     c.stage2.optimizer.learning_rate = 1e-4
     for stage in (c.stage1, c.stage2):   # §5: the reference hard-codes 500 warm-up steps
       stage.optimizer.schedule, stage.optimizer.warmup_steps = "cosine", 500
-    c.stage2.head.sampler, c.stage2.head.num_inference_steps = "ddpm", 100
+    c.stage2.head.diffusion.sampler, c.stage2.head.diffusion.num_inference_steps = "ddpm", 100
     c.demos.num_demos = 1000
   return c
 

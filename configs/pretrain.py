@@ -37,6 +37,16 @@ def get_config(arg=None):
   c = config_lib.pretrain_config(a.arch, a.cond, a.head, a.signal, a.source)
   c.data.dataset = a.hdf5
 
+  # The recipe, written out (docs/method.md §1, §5; AdamW betas and weight decay per backbone:
+  # config_lib.optimizer_config). The learning rate and warm-up are set per preset below.
+  c.optimizer.schedule = "cosine"
+  c.ema.update(enabled=True, power=0.75, max_decay=0.9999)
+  c.data.horizon = config_lib.default_horizon(a.arch)    # 16; 10 for the transformers
+  c.data.position_box = config_lib.default_position_box()   # = stage 2's (§6)
+  c.data.normalization = "ours"
+  c.head.diffusion.update(num_train_steps=100, beta_schedule="squaredcos_cap_v2",
+                          sampler="ddpm")
+
   # Default: sized for a 2-core CPU (~10 minutes for the full DP-MLP).
   c.train.batch_size = 64
   c.train.num_steps = 1500
@@ -59,9 +69,9 @@ def get_config(arg=None):
     c.train.checkpoint_every = 2
     c.optimizer.warmup_steps = 2
     c.eval.num_windows = 8
-    c.head.sampler = "ddim"
-    c.head.num_inference_steps = 4
-    c.head.flow_num_steps = 4
+    c.head.diffusion.sampler = "ddim"
+    c.head.diffusion.num_inference_steps = 4
+    c.head.flow.num_steps = 4
     c.progress = False
   if a.steps:
     c.train.num_steps = a.steps

@@ -77,8 +77,8 @@ def get_config(arg=None):
   c.stage2.optimizer.warmup_steps = 100
   # DDIM with 10 steps (the paper's LIBERO sampler) keeps 2 x 50 episodes within the budget;
   # training is identical to DDPM's (same 100-step schedule and epsilon loss).
-  c.stage2.head.sampler = "ddim"
-  c.stage2.head.num_inference_steps = 10
+  c.stage2.head.diffusion.sampler = "ddim"
+  c.stage2.head.diffusion.num_inference_steps = 10
   c.stage2.eval.num_episodes = 50
   c.stage2.eval.num_workers = 2
   c.stage2.eval.num_videos = 2

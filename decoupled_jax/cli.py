@@ -76,7 +76,7 @@ def run(main) -> None:
         "xla"), "Persistent compilation cache directory.")
 
   def wrapped(argv):
-    from decoupled_jax.pipelines.common import setup_logging
+    from decoupled_jax.runtime import setup_logging
     setup_logging()
     if flags.FLAGS.compilation_cache:
       enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
@@ -97,4 +97,38 @@ def run(main) -> None:
       print(f"error: {msg}", file=sys.stderr, flush=True)
       sys.exit(2)
 
-  app.run(wrapped)
+  try:
+    app.run(wrapped)
+  except (AttributeError, KeyError) as e:   # raised while absl parsed --config.<key>=value
+    msg = None if "--verbose" in sys.argv else unknown_config_override(sys.argv)
+    if msg is None:
+      raise
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def unknown_config_override(argv) -> str | None:
+  """The one-line message for a `--config.<a.b.c>=value` naming a key the config file does not
+  have (ml_collections raises a bare AttributeError for it while absl parses the flags), or
+  None when every override names a key."""
+  from decoupled_jax import config_lib
+  value = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if value is None:
+    return None
+  path, _, arg = value.partition(":")
+  try:
+    cfg = config_lib.from_file(path, arg or None)
+  except Exception:   # noqa: BLE001 -- the config file's own error is reported elsewhere
+    return None
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    key = a[len("--config."):].split("=", 1)[0]
+    node, seen = cfg, "config"
+    for part in key.split("."):
+      if not isinstance(node, config_lib.ConfigDict) or part not in node:
+        keys = sorted(node.keys()) if isinstance(node, config_lib.ConfigDict) else []
+        return (f"--config.{key}: {seen} has no key {part!r}"
+                + (f" (its keys: {', '.join(keys)})" if keys else ""))
+      node, seen = node[part], f"{seen}.{part}"
+  return None

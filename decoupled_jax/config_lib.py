@@ -15,7 +15,10 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+# Domain constants live in their packages (docs/architecture.md); re-exported here.
+from decoupled_jax.data.libero import LOWDIM_KEYS as LIBERO_LOWDIM_KEYS
 from decoupled_jax.errors import ConfigError
+from decoupled_jax.kinematics import SIGNALS  # noqa: F401  (the stage-1 condition)
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -23,10 +26,14 @@ TRANSFORMER_ARCHS = ("dp_t", "dp_t_film", "unified")
 ARCHS = ("dp_c", "dp_mlp") + TRANSFORMER_ARCHS
 CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cross_attn",
                  "prefix", "lora_cond")
-STAGES = ("pretrain", "finetune", "libero_pretrain", "libero_finetune")
+STAGES = ("pretrain", "finetune")
+# config.benchmark per stage: the benchmark objects of decoupled_jax/benchmarks/ (a test keeps
+# the two in step).
+BENCHMARKS = {"pretrain": ("fk", "libero"), "finetune": ("robosuite", "libero", "dataset")}
+# Stage names of configs and checkpoints written before the benchmark objects.
+LEGACY_STAGES = {"libero_pretrain": ("pretrain", "libero"), "libero_finetune": ("finetune", "libero")}
 STAGE1_NORMALIZATIONS = ("ours", "paper")   # pretrain_config's data.normalization
 MODES = ("normal", "decoupled", "random_frozen", "oracle")   # stage 2's freeze knob
-SIGNALS = ("jp", "eepose", "none")                  # stage-1 condition (docs/method.md §1.3)
 SOURCES = ("generated", "demos")                    # stage-1 data
 FORMATS = ("robomimic", "rlds", "lerobot")          # stage-2 dataset formats
 RNG_IMPLS = ("unsafe_rbg", "threefry2x32", "rbg")
@@ -35,8 +42,6 @@ IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 KNOWN_LOWDIM_KEYS = LOWDIM_KEYS + ("robot0_joint_pos",)
 # LIBERO (docs/libero.md): the 8-D state, privileged object poses, the instruction one-hot
-LIBERO_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos",
-                      "object_poses", "task_onehot")
 LIBERO_IMAGE_LOWDIM_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos",
                             "task_onehot")
 LIBERO_KNOWN_LOWDIM_KEYS = LIBERO_LOWDIM_KEYS + ("robot0_joint_pos",)
@@ -143,11 +148,21 @@ def backbone_config(arch: str, conditioning: str = "adaln_zero") -> ConfigDict:
 
 
 def head_config(head: str = "diffusion") -> ConfigDict:
-  """Every head key (defaults from the head dataclasses, `heads.head_defaults`)."""
+  """The typed head section: `type` ('diffusion' | 'flow') and one section per head,
+  `diffusion` (DiffusionHead's fields) and `flow` (FlowHead's), every key with its default
+  from the head dataclasses (`heads.head_defaults`); e.g. `--config.head.diffusion.sampler=ddim
+  --config.head.diffusion.num_inference_steps=10`, `--config.head.flow.num_steps=10`."""
   from decoupled_jax.heads import HEAD_TYPES, head_defaults
   if head not in HEAD_TYPES:
     raise ConfigError(f"config.head.type must be one of {HEAD_TYPES}, got {head!r}")
-  return ConfigDict(dict(head_defaults(), type=head))
+  c = ConfigDict(dict(head_defaults(), type=head))
+  # None defaults (diffusion.num_inference_steps, an Optional[int]: the sampler's own count)
+  # as int placeholders, so the command line can set them; they still read (and hash) as None.
+  for section in HEAD_TYPES:
+    for k, v in c[section].items():
+      if v is None:
+        c[section][k] = ml_collections.config_dict.placeholder(int)
+  return c
 
 
 def optimizer_config(arch: str, stage: str) -> ConfigDict:
@@ -167,9 +182,10 @@ def optimizer_config(arch: str, stage: str) -> ConfigDict:
   return c
 
 
-def _common(stage: str, arch: str, cond: str, head: str) -> ConfigDict:
+def _common(stage: str, arch: str, cond: str, head: str, benchmark: str) -> ConfigDict:
   c = ConfigDict()
   c.stage = stage
+  c.benchmark = benchmark           # the data and its evaluation (decoupled_jax/benchmarks/)
   c.seed = 42 if stage == "pretrain" else 0
   # 'unsafe_rbg': 8x faster dropout masks on XLA:CPU than threefry; 'threefry2x32' gives
   # bits independent of the device partitioning.
@@ -200,7 +216,7 @@ def pretrain_config(arch: str = "dp_mlp", cond: str = "adaln_zero", head: str = 
                     signal: str = "jp", source: str = "generated") -> ConfigDict:
   """Stage 1 (docs/method.md §1): an action expert on observation-free FK windows."""
   from decoupled_jax.kinematics.trajectories import FKWindowConfig
-  c = _common("pretrain", arch, cond, head)
+  c = _common("pretrain", arch, cond, head, "fk")
   c.data = ConfigDict()
   c.data.source = source            # 'generated': on-device FK; 'demos': (joint, pose) pairs
   c.data.dataset = ""               # demonstrations for source='demos'
@@ -238,7 +254,7 @@ def encoder_config() -> ConfigDict:
 def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "adaln_zero",
                     head: str = "diffusion", obs: str = "lowdim") -> ConfigDict:
   """Stage 2 / normal / random-frozen on demonstrations (docs/method.md §2, §4, §7)."""
-  c = _common("finetune", arch, cond, head)
+  c = _common("finetune", arch, cond, head, "robosuite")
   c.mode = mode                     # the freeze knob: normal | decoupled | random_frozen | oracle
   c.stage1_checkpoint = ""          # checkpoints/ of an experiments/pretrain.py run (decoupled)
   # mode='oracle' only (a diagnosis, docs/results/decoupled_gap.md): checkpoints/ of a *stage-2*
@@ -265,9 +281,9 @@ def finetune_config(mode: str = "decoupled", arch: str = "dp_mlp", cond: str = "
   c.data.n_obs_steps = 2
   c.data.horizon = default_horizon(arch)
   c.data.n_action_steps = 8
-  # 'uniform': windows drawn with replacement for train.num_steps steps; 'epochs': the
-  # reference's budget, train.epochs shuffled passes over every window (§2.3).
-  c.data.sampling = "uniform"
+  # The run's length, one knob: train.epochs > 0 is the reference's budget, that many shuffled
+  # passes over every window (§2.3; the steps follow from the data); 0 = train.num_steps
+  # windows drawn with replacement.
   c.train.epochs = 0
   c.eval = ConfigDict()
   c.eval.num_episodes = 50          # closed-loop episodes after training, seeds 100000 + i
@@ -290,7 +306,8 @@ def _libero_optimizer(c):
 def libero_pretrain_config(arch: str = "dp_mlp", signal: str = "eepose") -> ConfigDict:
   """LIBERO stage 1 (docs/method.md §1.4): end-effector state window -> delta actions, from
   demonstrations of every suite in data.suites."""
-  c = _common("libero_pretrain", arch, "adaln_zero", "diffusion")
+  c = _common("pretrain", arch, "adaln_zero", "diffusion", "libero")
+  c.seed = 0
   c.optimizer = optimizer_config(arch, "pretrain")
   _libero_optimizer(c)
   c.train.batch_size = 128
@@ -307,12 +324,12 @@ def libero_pretrain_config(arch: str = "dp_mlp", signal: str = "eepose") -> Conf
 def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
                            obs: str = "lowdim") -> ConfigDict:
   """LIBERO stage 2 / normal on one suite (docs/method.md §2.3, §4.2, §7.2)."""
-  c = _common("libero_finetune", arch, "adaln_zero", "diffusion")
+  c = _common("finetune", arch, "adaln_zero", "diffusion", "libero")
   c.optimizer = optimizer_config(arch, "finetune")
   _libero_optimizer(c)
   c.train.batch_size = 128
   c.mode = mode
-  c.stage1_checkpoint = ""          # checkpoints/ of a libero_pretrain run (decoupled)
+  c.stage1_checkpoint = ""          # checkpoints/ of a LIBERO (or fk) stage-1 run (decoupled)
   c.oracle_checkpoint = ""          # mode='oracle': a stage-2 run's checkpoints/ (diagnosis)
   c.encoder = encoder_config()
   c.data = ConfigDict()
@@ -332,14 +349,32 @@ def libero_finetune_config(mode: str = "decoupled", arch: str = "dp_mlp",
   c.data.n_obs_steps = 2
   c.data.horizon = default_horizon(arch)
   c.data.n_action_steps = 8
-  c.data.sampling = "uniform"
-  c.train.epochs = 0
+  c.train.epochs = 0                # > 0: shuffled passes over every window (see finetune_config)
   c.eval = ConfigDict()
   c.eval.episodes_per_task = 50     # LIBERO's init states per task (0: no evaluation)
   c.eval.eval_seed = 0              # the policy's sampling-noise seed (the paper: 0/42/420)
   c.eval.num_workers = 1            # rows of the served policy's batch
   # The LIBERO venv's interpreter (`make libero-env`); '' = <repo>/.venv-libero/bin/python
   c.eval.libero_python = ""
+  return c
+
+
+def dataset_config(mode: str = "decoupled", arch: str = "dp_mlp",
+                   action_space: str = "joint_pos") -> ConfigDict:
+  """Stage 2 on any dataset for any robot, no simulator (benchmark 'dataset',
+  benchmarks/dataset.py): `data.dataset` + `data.key_map`, `config.robot` with its
+  `action_space`; evaluation on held-out episodes (offline)."""
+  c = finetune_config(mode, arch)
+  c.benchmark = "dataset"
+  c.data.lowdim_keys = (("robot0_joint_pos", "robot0_gripper_qpos") if action_space == "joint_pos"
+                        else LOWDIM_KEYS[:3])
+  from decoupled_jax.kinematics.robot import default_robot_config
+  c.robot = ConfigDict(default_robot_config())
+  c.robot.action_space = action_space
+  del c.eval
+  c.eval = ConfigDict()
+  c.eval.holdout_fraction = 0.1     # the last 10 % of the episodes are held out of training
+  c.eval.num_windows = 256          # held-out windows scored (evenly spaced, fixed)
   return c
 
 
@@ -370,10 +405,17 @@ def validate(config, *, num_devices: int | None = None) -> None:
   """Checks every value before any work starts; raises ConfigError naming the field."""
   import jax
   from decoupled_jax import backbones
-  from decoupled_jax.heads import make_head
+  from decoupled_jax.heads import HeadConfigError, make_head
   c = config
+  if c.stage in LEGACY_STAGES:
+    stage, bench = LEGACY_STAGES[c.stage]
+    _fail("stage", f"{c.stage!r} is now stage={stage!r} with benchmark={bench!r} "
+          f"(config_lib.libero_{stage}_config writes both)")
   if c.stage not in STAGES:
     _fail("stage", f"must be one of {STAGES}, got {c.stage!r}")
+  if c.get("benchmark") not in BENCHMARKS[c.stage]:
+    _fail("benchmark", f"must be one of {BENCHMARKS[c.stage]} for stage {c.stage!r}, got "
+          f"{c.get('benchmark')!r}")
   if c.rng_impl not in RNG_IMPLS:
     _fail("rng_impl", f"must be one of {RNG_IMPLS}, got {c.rng_impl!r}")
   if c.compute_dtype not in ("float32", "bfloat16"):
@@ -392,7 +434,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
           f"{c.backbone.kwargs.conditioning!r}")
   try:
     make_head(c.head)
-  except ValueError as e:
+  except HeadConfigError as e:
+    _fail(f"head.{e.field}", e.msg)
+  except (ValueError, TypeError) as e:
     _fail("head", str(e))
   for f in ("train.batch_size", "train.num_steps", "train.checkpoint_every", "train.log_every",
             "train.max_checkpoints", "optimizer.learning_rate"):
@@ -406,14 +450,9 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _fail("train.batch_size", f"{c.train.batch_size} is not divisible by the {n} devices")
   _check_box(c)
   _positive(c, "data.horizon")
-  if c.stage == "pretrain":
-    _validate_pretrain(c)
-  elif c.stage == "finetune":
-    _validate_finetune(c)
-  elif c.stage == "libero_pretrain":
-    _validate_libero_pretrain(c)
-  else:
-    _validate_libero_finetune(c)
+  {("pretrain", "fk"): _validate_pretrain, ("pretrain", "libero"): _validate_libero_pretrain,
+   ("finetune", "robosuite"): _validate_finetune, ("finetune", "dataset"): _validate_dataset,
+   ("finetune", "libero"): _validate_libero_finetune}[(c.stage, c.benchmark)](c)
 
 
 def _check_box(c):
@@ -500,7 +539,30 @@ def _validate_oracle(c):
 
 
 def _validate_finetune(c):
+  """benchmark 'robosuite': the common stage-2 checks and a known task."""
   from decoupled_jax.sim.robosuite_env import canonical_task
+  _validate_stage2(c)
+  if c.data.task:
+    try:
+      canonical_task(c.data.task)
+    except KeyError as e:
+      _fail("data.task", str(e.args[0]))
+  for f in ("eval.num_episodes", "eval.periodic_episodes", "eval.num_workers",
+            "eval.num_videos", "eval.max_steps", "eval.train_episodes"):
+    _positive(c, f, allow_zero=True)
+
+
+def _validate_dataset(c):
+  """benchmark 'dataset': the common stage-2 checks, the robot, the held-out split."""
+  from decoupled_jax.kinematics.robot import load_robot
+  _validate_stage2(c)
+  load_robot(c.robot)   # ConfigError naming the config.robot field
+  if not 0 <= float(c.eval.holdout_fraction) < 1:
+    _fail("eval.holdout_fraction", f"must be in [0, 1), got {c.eval.holdout_fraction}")
+  _positive(c, "eval.num_windows", allow_zero=True)
+
+
+def _validate_stage2(c):
   if c.mode not in MODES:
     _fail("mode", f"must be one of {MODES}, got {c.mode!r}")
   if c.mode == "decoupled":
@@ -528,24 +590,13 @@ def _validate_finetune(c):
       _fail("data.lowdim_keys", f"unknown low-dim key {k!r}; known: {KNOWN_LOWDIM_KEYS}")
   if not (tuple(c.data.image_keys) or tuple(c.data.lowdim_keys)):
     _fail("data.lowdim_keys", "the policy has no observation keys")
-  if c.data.task:
-    try:
-      canonical_task(c.data.task)
-    except KeyError as e:
-      _fail("data.task", str(e.args[0]))
   d = c.data
   for f in ("data.n_obs_steps", "data.n_action_steps"):
     _positive(c, f)
   if d.horizon < d.n_obs_steps - 1 + d.n_action_steps:
     _fail("data.horizon", f"{d.horizon} < n_obs_steps - 1 + n_action_steps = "
           f"{d.n_obs_steps - 1 + d.n_action_steps}: the executed actions would not fit")
-  for f in ("eval.num_episodes", "eval.periodic_episodes", "eval.num_workers",
-            "eval.num_videos", "eval.max_steps", "eval.train_episodes"):
-    _positive(c, f, allow_zero=True)
-  if d.sampling not in ("uniform", "epochs"):
-    _fail("data.sampling", f"must be 'uniform' or 'epochs', got {d.sampling!r}")
-  if d.sampling == "epochs":
-    _positive(c, "train.epochs")
+  _positive(c, "train.epochs", allow_zero=True)
 
 
 def _libero_dataset(c, suites_):
@@ -557,7 +608,7 @@ def _libero_dataset(c, suites_):
     try:
       suites.check_suite(s)
     except ValueError as e:
-      _fail("data.suites" if c.stage == "libero_pretrain" else "data.suite", str(e))
+      _fail("data.suites" if c.stage == "pretrain" else "data.suite", str(e))
     if not os.path.isdir(os.path.join(c.data.dataset, s)):
       _fail("data.dataset", f"{c.data.dataset} has no {s}/ directory of demos")
 
@@ -580,7 +631,7 @@ def _validate_libero_finetune(c):
   if c.mode == "decoupled":
     if not c.stage1_checkpoint or not os.path.isdir(c.stage1_checkpoint):
       _fail("stage1_checkpoint", f"mode='decoupled' needs the checkpoints directory of a "
-            f"libero_pretrain run; {c.stage1_checkpoint!r} does not exist")
+            f"LIBERO (or fk) stage-1 run; {c.stage1_checkpoint!r} does not exist")
   elif c.stage1_checkpoint:
     _fail("stage1_checkpoint", f"is only used by mode='decoupled' (mode is {c.mode!r})")
   _validate_oracle(c)
@@ -603,10 +654,7 @@ def _validate_libero_finetune(c):
   _positive(c, "data.num_demos", allow_zero=True)
   if d.horizon < d.n_obs_steps - 1 + d.n_action_steps:
     _fail("data.horizon", f"{d.horizon} < n_obs_steps - 1 + n_action_steps")
-  if d.sampling not in ("uniform", "epochs"):
-    _fail("data.sampling", f"must be 'uniform' or 'epochs', got {d.sampling!r}")
-  if d.sampling == "epochs":
-    _positive(c, "train.epochs")
+  _positive(c, "train.epochs", allow_zero=True)
   _positive(c, "eval.episodes_per_task", allow_zero=True)
   _positive(c, "eval.num_workers")
   if int(c.eval.episodes_per_task) > 0:

@@ -165,15 +165,15 @@ def _check_tensor_set(path: str, f, names, expected: Mapping[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- config / card
 def _sampler_summary(head: Mapping) -> dict:
-  if head.get("type", "diffusion") == "flow":
-    return {"type": "flow", "method": "euler", "num_steps": int(head.get("flow_num_steps", 10))}
-  sampler = head.get("sampler", "ddpm")
-  steps = head.get("num_inference_steps")
-  if steps is None:
-    steps = head.get("num_train_steps", 100) if sampler == "ddpm" else 10
-  return {"type": "diffusion", "method": sampler, "num_steps": int(steps),
-          "num_train_steps": int(head.get("num_train_steps", 100)),
-          "prediction_type": head.get("prediction_type", "epsilon")}
+  from decoupled_jax.heads import make_head
+  try:   # typed, or the flat form of checkpoints written before the typed sections
+    h = make_head(head)
+  except (ValueError, TypeError) as e:
+    raise ExportError(f"meta.config.head: {e}") from None
+  if not hasattr(h, "sampler"):
+    return {"type": "flow", "method": "euler", "num_steps": int(h.num_steps)}
+  return {"type": "diffusion", "method": h.sampler, "num_steps": int(h.inference_steps),
+          "num_train_steps": int(h.num_train_steps), "prediction_type": h.prediction_type}
 
 
 def _find_evaluation(checkpoint_dir: str) -> tuple[Optional[dict], Optional[str]]:
@@ -294,6 +294,10 @@ def export_policy(checkpoint_dir: str, output_dir: str, step: Optional[int] = No
   if meta.get("stage") not in POLICY_STAGES:
     raise ExportError(f"{checkpoint_dir} holds a {meta.get('stage')!r} checkpoint; only "
                       f"stage-2 (experiments/train.py) policies can be exported")
+  if meta.get("action_space", "ee_pose") != "ee_pose":
+    raise ExportError(f"{checkpoint_dir} holds a {meta.get('action_space')!r} policy; exports "
+                      f"hold end-effector (ee_pose) policies for now: serve this one from its "
+                      f"checkpoint (serve --checkpoint={checkpoint_dir})")
   missing = [k for k in _REQUIRED_META if k not in meta]
   if missing:
     raise ExportError(f"{checkpoint_dir}: the checkpoint's meta lacks {missing}; re-save it "
@@ -345,7 +349,8 @@ MAX_INPUT_ELEMENTS = 1 << 27     # batch_size x n_obs_steps x all keys' elements
 MAX_HORIZON = 1024               # horizon and n_action_steps
 MAX_OBS_STEPS = 64
 MAX_BATCH = 4096                 # rows of one compiled policy call
-MAX_SAMPLING_STEPS = 10_000      # num_train_steps, num_inference_steps, flow_num_steps
+MAX_SAMPLING_STEPS = 10_000      # any integer of the head sections (e.g. diffusion.num_train_steps,
+                                 # diffusion.num_inference_steps, flow.num_steps)
 MAX_ARCH_INT = 1 << 16           # any integer of the backbone / encoder kwargs
 MAX_LAYERS = 64                  # backbone n_layer and the length of any size list: bounds
                                  # the time to trace the architecture (jax.eval_shape)
@@ -445,7 +450,8 @@ def validate_policy_meta(meta: Any, where: str, *, batch_size: int = 1,
   dtypes against the encoder and the MAX_* caps. Raises ExportError naming the field."""
   from decoupled_jax import backbones, config_lib
   from decoupled_jax.encoders import ObservationEncoder
-  from decoupled_jax.heads import head_defaults, make_head
+  from decoupled_jax.heads import HEAD_TYPES, HeadConfigError, head_defaults, make_head
+  from decoupled_jax.heads import merge_head_config
   from decoupled_jax.inference import POLICY_STAGES
   from decoupled_jax.training.policy import COMPUTE_DTYPES
   if not isinstance(meta, Mapping):
@@ -489,29 +495,39 @@ def validate_policy_meta(meta: Any, where: str, *, batch_size: int = 1,
     _int_in(c, where, f"meta.config.encoder.crop_size[{i}]", 1, MAX_IMAGE_SIDE)
   _check_kwargs({k: v for k, v in enc.items() if k != "crop_size"}, ObservationEncoder, where,
                 "meta.config.encoder", skip=("image_keys", "lowdim_keys", "compute_dtype"))
-  # head (with the caller's overrides), bounded before the head computes any schedule
+  # head (with the caller's overrides), bounded before the head computes any schedule; the
+  # typed sections, or the flat form of exports written before them (heads.typed_head_config)
   head = cfg.get("head")
   if not isinstance(head, Mapping):
     _fail(where, "meta.config.head", "must be an object")
-  head = dict(head, **(head_overrides or {}))
+  try:
+    head = merge_head_config(head, head_overrides)
+  except HeadConfigError as e:
+    _fail(where, f"meta.config.head.{e.field}", e.msg)
+  if "type" in head and not isinstance(head["type"], str):
+    _fail(where, "meta.config.head.type", f"must be a string, got {head['type']!r}")
   hdefaults = head_defaults()
-  for k, v in head.items():
-    if k not in hdefaults:
-      _fail(where, f"meta.config.head.{k}", f"unknown head key (known: {sorted(hdefaults)})")
-    d = hdefaults[k]
-    if k == "num_inference_steps" and v is None:
-      continue
-    if _is_int(d) or k == "num_inference_steps":
-      _int_in(v, where, f"meta.config.head.{k}", 0, MAX_SAMPLING_STEPS)
-    elif isinstance(d, bool) and not isinstance(v, bool):
-      _fail(where, f"meta.config.head.{k}", f"must be true or false, got {v!r}")
-    elif isinstance(d, float) and not (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                       and math.isfinite(v)):
-      _fail(where, f"meta.config.head.{k}", f"must be a finite number, got {v!r}")
-    elif isinstance(d, str) and not isinstance(v, str):
-      _fail(where, f"meta.config.head.{k}", f"must be a string, got {v!r}")
+  for section in HEAD_TYPES:
+    for k, v in head[section].items():
+      field = f"meta.config.head.{section}.{k}"
+      if k not in hdefaults[section]:
+        _fail(where, field, f"unknown head key (known: {sorted(hdefaults[section])})")
+      d = hdefaults[section][k]
+      if k == "num_inference_steps" and v is None:
+        continue
+      if _is_int(d) or k == "num_inference_steps":
+        _int_in(v, where, field, 0, MAX_SAMPLING_STEPS)
+      elif isinstance(d, bool) and not isinstance(v, bool):
+        _fail(where, field, f"must be true or false, got {v!r}")
+      elif isinstance(d, float) and not (isinstance(v, (int, float))
+                                         and not isinstance(v, bool) and math.isfinite(v)):
+        _fail(where, field, f"must be a finite number, got {v!r}")
+      elif isinstance(d, str) and not isinstance(v, str):
+        _fail(where, field, f"must be a string, got {v!r}")
   try:
     make_head(head)
+  except HeadConfigError as e:
+    _fail(where, f"meta.config.head.{e.field}", e.msg)
   except (ValueError, TypeError) as e:
     _fail(where, "meta.config.head", str(e))
   # horizons

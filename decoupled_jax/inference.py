@@ -25,7 +25,7 @@ import numpy as np
 from decoupled_jax.data import rotation
 from decoupled_jax.data.normalizer import LimitsNormalizer
 from decoupled_jax.errors import CheckpointError
-from decoupled_jax.heads import make_head
+from decoupled_jax.heads import make_head, merge_head_config
 from decoupled_jax.training import checkpoint as ckpt_lib
 from decoupled_jax.training.policy import ACTION_DIM, make_sample_fn, policy_from_config
 
@@ -38,7 +38,8 @@ class ObservationError(ValueError):
 
 class PolicyRunner:
   """Host-side policy: validate + normalise observations, sample on device, return the
-  executed env actions [To-1, To-1+Ta) as 7-D [pos, axis-angle, gripper].
+  executed env actions [To-1, To-1+Ta): 7-D [pos, axis-angle, gripper] for `ee_pose` policies,
+  the joint targets + gripper for `joint_pos` ones.
 
   Calls are padded to `batch_size` rows (larger calls are split), so one compiled program
   serves every call.
@@ -56,7 +57,8 @@ class PolicyRunner:
   def __init__(self, policy, head, params, normalizer: LimitsNormalizer, *,
                obs_shapes: Mapping[str, Sequence[int]], obs_dtypes: Mapping[str, str],
                horizon: int, n_obs_steps: int, n_action_steps: int, batch_size: int = 1,
-               seed: int = 0, metadata: Optional[dict] = None):
+               seed: int = 0, metadata: Optional[dict] = None, action_dim: int = ACTION_DIM,
+               action_space: str = "ee_pose"):
     self.params, self.normalizer = params, normalizer
     self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in obs_shapes.items()}
     self.obs_dtypes = dict(obs_dtypes)
@@ -66,7 +68,10 @@ class PolicyRunner:
     self.metadata = dict(metadata or {})
     self.base_key = jax.random.key(int(seed))
     self.calls = 0
-    sample = make_sample_fn(policy, head, (self.horizon, ACTION_DIM))
+    # 'ee_pose': model actions [pos, rot6d, gripper] become 7-D env actions [pos, axis-angle,
+    # gripper]; 'joint_pos': the model's joint targets + gripper are the robot's actions.
+    self.action_space, self.action_dim = str(action_space), int(action_dim)
+    sample = make_sample_fn(policy, head, (self.horizon, self.action_dim))
 
     def sample_rows(params, obs, keys):
       def one(o, k):
@@ -122,7 +127,7 @@ class PolicyRunner:
 
   # ------------------------------------------------------------------ inference
   def predict(self, obs_batch: Mapping, seeds=None, steps=None) -> np.ndarray:
-    """Unnormalised model chunks (N, H, 10)."""
+    """Unnormalised model chunks (N, H, action_dim)."""
     n = self.check(obs_batch)
     obs = {k: np.asarray(obs_batch[k]) for k in self.obs_keys}
     lowdim = [k for k in self.normalizer.fields if k in obs]
@@ -162,8 +167,10 @@ class PolicyRunner:
 
   def __call__(self, obs_batch: Mapping, seeds=None, steps=None) -> np.ndarray:
     pred = self.predict(obs_batch, seeds, steps)
-    chunk = pred[:, self.n_obs - 1:self.n_obs - 1 + self.n_act]
-    return _refuse_non_finite(rotation.model_action_to_env(chunk.astype(np.float64)))
+    chunk = pred[:, self.n_obs - 1:self.n_obs - 1 + self.n_act].astype(np.float64)
+    if self.action_space == "joint_pos":
+      return chunk
+    return _refuse_non_finite(rotation.model_action_to_env(chunk))
 
 
 def _refuse_non_finite(actions: np.ndarray) -> np.ndarray:
@@ -192,16 +199,19 @@ def runner_from_meta(params, meta: dict, *, batch_size: int = 1, seed: int = 0,
                      f"end-effector trajectories from joint windows, not actions from "
                      f"observations); load a stage-2 (experiments/train.py) checkpoint")
   config = ml_collections.ConfigDict(meta["config"])
-  if head_overrides:
-    config.head.update(head_overrides)
+  # `head_overrides`: typed, e.g. {"diffusion": {"sampler": "ddim"}, "flow": {"num_steps": 10}};
+  # the meta's head is typed, or flat when written before the typed sections
+  head = make_head(merge_head_config(config.head, head_overrides))
   policy = policy_from_config(config, meta["image_keys"], meta["lowdim_keys"])
   keys = list(meta["image_keys"]) + list(meta["lowdim_keys"])
-  return PolicyRunner(policy, make_head(config.head), params,
+  return PolicyRunner(policy, head, params,
                       LimitsNormalizer.from_dict(meta["normalizer"]),
                       obs_shapes={k: meta["obs_shapes"][k] for k in keys},
                       obs_dtypes={k: meta["obs_dtypes"][k] for k in keys},
                       horizon=meta["horizon"], n_obs_steps=meta["n_obs_steps"],
                       n_action_steps=meta["n_action_steps"], batch_size=batch_size, seed=seed,
+                      action_dim=int(meta.get("action_dim", ACTION_DIM)),
+                      action_space=meta.get("action_space", "ee_pose"),
                       metadata={k: meta[k] for k in CLIENT_META
                                 if meta.get(k) is not None})
 

@@ -19,7 +19,7 @@ from absl import flags  # noqa: E402
 import ml_collections  # noqa: E402
 
 from decoupled_jax import inference  # noqa: E402
-from decoupled_jax.pipelines import finetune  # noqa: E402
+from decoupled_jax.benchmarks import robosuite  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "Checkpoints directory of an experiments/train.py run.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
@@ -39,12 +39,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  overrides = {}
+  overrides = {"diffusion": {}, "flow": {}}   # typed head sections (heads.merge_head_config)
   if FLAGS.sampler:
-    overrides["sampler"] = FLAGS.sampler
+    overrides["diffusion"]["sampler"] = FLAGS.sampler
   if FLAGS.inference_steps:
-    overrides["num_inference_steps"] = FLAGS.inference_steps
-    overrides["flow_num_steps"] = FLAGS.inference_steps
+    overrides["diffusion"]["num_inference_steps"] = FLAGS.inference_steps
+    overrides["flow"]["num_steps"] = FLAGS.inference_steps
   # Batch 1 whatever --num_workers: each row (episode) is sampled by the same batch-1
   # program, so the episodes do not depend on the worker count (inference.PolicyRunner).
   runner, meta = inference.load_policy(
@@ -55,7 +55,7 @@ def main(argv):
   eval_config = ml_collections.ConfigDict(dict(
       num_episodes=FLAGS.num_episodes, num_workers=FLAGS.num_workers, num_videos=FLAGS.num_videos,
       seed_offset=FLAGS.seed_offset, progress=True))
-  r = finetune.closed_loop(runner, FLAGS.task or meta["task"], eval_config,
+  r = robosuite.closed_loop(runner, FLAGS.task or meta["task"], eval_config,
                            max_steps=FLAGS.max_steps or meta["max_steps"],
                            use_images=bool(meta["image_keys"]),
                            video_dir=os.path.join(out, "videos"),

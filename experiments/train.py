@@ -1,4 +1,5 @@
-"""Stage 2 (decoupled), normal or random-frozen training + closed-loop evaluation.
+"""Stage 2 (decoupled), normal or random-frozen training + evaluation (closed loop, or offline
+on held-out episodes for benchmark=dataset).
 
   python experiments/train.py --config=configs/train.py:mode=decoupled \
       --config.data.dataset=DEMOS.hdf5 --config.stage1_checkpoint=STAGE1/checkpoints \
@@ -26,9 +27,12 @@ def main(argv):
   line = (f"{s['mode']} {s['backbone']} on {s['task']}: {s['steps']} steps at "
           f"{s['steps_per_s']:.2f} steps/s, {s['num_trainable']:,}/{s['num_params']:,} params trained")
   e = s["eval"]
-  if e:
+  if "success_rate" in e and "ci95" in e:   # closed loop (robosuite)
     line += (f"; success {e['success_rate']:.2f} (95% CI {e['ci95'][0]:.2f}-{e['ci95'][1]:.2f}, "
              f"{e['num_episodes']} episodes)")
+  elif "normalized_mse" in e:               # offline, held-out episodes (benchmark 'dataset')
+    line += (f"; held-out normalised action MSE {e['normalized_mse']:.4f} (mean-chunk baseline "
+             f"{e['baseline_normalized_mse']:.4f}, {e['windows']} windows)")
   print(line)
 
 

@@ -2,18 +2,20 @@
 
 XLA:CPU flags must be set before jax is imported: MJX is 50-400x slower with the default
 CPU fusion emitters (decoupled_jax/runtime.py); the flag does not slow ordinary training.
+
+Helpers shared by several test files (paths, running binaries, synthetic datasets, the
+random policy, serving frames) live in tests/helpers.py: `from helpers import ...`.
 """
 
 from decoupled_jax.runtime import configure_environment  # noqa: E402
 
 configure_environment()
 
-import pathlib  # noqa: E402
-
 import pytest  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT / "tests" / "data" / "golden"   # diffusers outputs (regenerate.py)
+from helpers import REPO_PATH  # noqa: E402
+
+GOLDEN_DIR = REPO_PATH / "tests" / "data" / "golden"   # diffusers outputs (regenerate.py)
 
 
 def pytest_configure(config):

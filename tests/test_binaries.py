@@ -4,56 +4,12 @@ is then frozen; stage 2 trains in every mode and resumes. A synthetic robomimic-
 stands in for demonstrations here (test_sim.py / test_paper.py cover the simulator)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from decoupled_jax.data import robomimic_hdf5
 from decoupled_jax.training import checkpoint, partition
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_binary(name, *args, expect_ok=True):
-  env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", name), *args],
-                        capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-  if expect_ok:
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-  return proc
-
-
-def assert_one_line_error(proc):
-  """A user error: exit status 2, one 'error:' line on stderr, no traceback."""
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-  assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  return errors[0]
-
-
-def synthetic_demos(path, num_demos=3, length=30, seed=0):
-  """Smooth random trajectories in the robomimic layout (what a real file holds)."""
-  rng = np.random.default_rng(seed)
-  demos = []
-  for _ in range(num_demos):
-    t = np.linspace(0, 1, length)[:, None]
-    pos = np.array([-0.1, 0.0, 1.0]) + 0.1 * np.sin(2 * np.pi * t + rng.normal(size=3))
-    aa = np.tile([np.pi, 0.0, 0.0], (length, 1)) + 0.05 * rng.normal(size=(length, 3))
-    grip = np.where(t[:, 0] > 0.5, 1.0, -1.0)[:, None]
-    quat = np.tile([1.0, 0.0, 0.0, 0.0], (length, 1))
-    demos.append({
-        "actions": np.concatenate([pos, aa, grip], -1),
-        "states": rng.normal(size=(length, 5)), "rewards": np.zeros(length),
-        "dones": np.zeros(length),
-        "obs": {"robot0_eef_pos": pos, "robot0_eef_quat": quat,
-                "robot0_gripper_qpos": np.stack([0.04 * (grip[:, 0] < 0)] * 2, -1),
-                "robot0_joint_pos": rng.normal(size=(length, 7)),
-                "object": rng.normal(size=(length, 10))}})
-  robomimic_hdf5.write_robomimic_hdf5(path, demos, {"env_name": "Lift", "type": 1,
-                                                    "env_kwargs": {}})
-  return path
+from helpers import REPO, assert_one_line_error, export_robomimic, run_binary, synthetic_demos
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +108,6 @@ def test_stage2_other_modes(mode, tmp_path):
 def test_stage2_trains_from_rlds_and_lerobot_with_the_hdf5_losses(tmp_path):
   """The same demonstrations as robomimic HDF5, RLDS (TFDS array_record) and LeRobot v2.1:
   `train.py --config.data.format=...` gives bitwise the same first losses from each."""
-  from decoupled_jax.data.sources import export_robomimic
   data = synthetic_demos(str(tmp_path / "demos.hdf5"))
   copies = {"robomimic": data,
             "rlds": export_robomimic(data, str(tmp_path / "rlds"), to="rlds"),

@@ -17,6 +17,8 @@ from decoupled_jax.data import lerobot, rlds, sources
 from decoupled_jax.data import robomimic_hdf5 as rh
 from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.robomimic_hdf5 import DatasetError
+from helpers import OUR_ENV_ARGS as OURS
+from helpers import REPO, assert_one_line_error, export_robomimic, run_binary, write_robomimic_hdf5
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 REAL_DEMO = os.path.join(DATA, "robosuite_1.4.1_lift_demo.hdf5")
@@ -24,10 +26,8 @@ LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_j
            "object"]
 IMAGES = ["agentview_image", "robot0_eye_in_hand_image"]
 
-# What our env records (sim/robosuite_env.py: env_args()), and the two published conventions.
-OURS = {"env_name": "Lift", "type": 1, "env_kwargs": {"control_freq": 20, "controller_configs": {
-    "type": "BASIC", "body_parts": {"right": {"type": "OSC_POSE", "input_type": "absolute",
-                                              "input_ref_frame": "world"}}}}}
+# What our env records (OURS, sim/robosuite_env.py: env_args()), and the two published
+# conventions.
 V14_DELTA = {"env_name": "Lift", "env_version": "1.4.1", "type": 1, "env_kwargs": {
     "controller_configs": {"type": "OSC_POSE", "control_delta": True}}}
 V14_ABS = {"env_name": "Lift", "env_version": "1.4.1", "type": 1, "env_kwargs": {
@@ -58,7 +58,7 @@ def _demos(lengths=(6, 9, 4), images=True, seed=0):
 @pytest.fixture(scope="module")
 def hdf5_file(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("rm") / "Lift.hdf5")
-  rh.write_robomimic_hdf5(path, _demos(), OURS, masks={"train": ["demo_0", "demo_2"],
+  write_robomimic_hdf5(path, _demos(), OURS, masks={"train": ["demo_0", "demo_2"],
                                                        "valid": ["demo_1"]})
   return path
 
@@ -90,7 +90,7 @@ def test_controller_info_reads_every_layout():
 
 def test_reader_refuses_delta_and_unknown_conventions(tmp_path):
   delta = str(tmp_path / "mimicgen.hdf5")
-  rh.write_robomimic_hdf5(delta, _demos(images=False), V14_DELTA)
+  write_robomimic_hdf5(delta, _demos(images=False), V14_DELTA)
   cmd = (f"python experiments/convert_dataset.py --input={delta} --output="
          f"{tmp_path / 'mimicgen_abs.hdf5'} --to=absolute")
   for load in (lambda: rh.load_robomimic_hdf5(delta, LOW_DIM),
@@ -100,14 +100,14 @@ def test_reader_refuses_delta_and_unknown_conventions(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(delta) and "DELTA" in msg and cmd in msg
   v15 = str(tmp_path / "v15.hdf5")
-  rh.write_robomimic_hdf5(v15, _demos(images=False), V15_DELTA)
+  write_robomimic_hdf5(v15, _demos(images=False), V15_DELTA)
   with pytest.raises(DatasetError, match="body_parts.right.input_type says delta"):
     sources.load_episodes(v15, LOW_DIM)
   # absolute, but in the robot base frame: refused too
   base = json.loads(json.dumps(OURS))
   base["env_kwargs"]["controller_configs"]["body_parts"]["right"]["input_ref_frame"] = "base"
   pb = str(tmp_path / "base.hdf5")
-  rh.write_robomimic_hdf5(pb, _demos(images=False), base)
+  write_robomimic_hdf5(pb, _demos(images=False), base)
   with pytest.raises(DatasetError, match="'base' frame"):
     sources.load_episodes(pb, LOW_DIM)
   # a file that records nothing (not written by us): refused, naming the missing key
@@ -128,7 +128,7 @@ def test_reader_refuses_delta_and_unknown_conventions(tmp_path):
     sources.load_episodes(delta, LOW_DIM, action_convention="absolute")
   # our writer records the convention when env_args name no controller (test fixtures do this)
   plain = str(tmp_path / "plain.hdf5")
-  rh.write_robomimic_hdf5(plain, _demos(images=False), {"env_name": "Lift", "env_kwargs": {}})
+  write_robomimic_hdf5(plain, _demos(images=False), {"env_name": "Lift", "env_kwargs": {}})
   ep = sources.load_episodes(plain, LOW_DIM)
   assert ep.attrs["action_convention"] == "absolute" and ep.attrs["env_args"]["env_name"] == "Lift"
 
@@ -158,7 +158,7 @@ def test_key_map_names_and_slices(tmp_path):
         "agentview_rgb": rng.integers(0, 256, (t, 84, 84, 3), dtype=np.uint8),
         "ee_states": st, "joint_states": rng.normal(size=(t, 7))},
         "extra": {"actions_abs": rng.normal(size=(t, 7))}})
-  rh.write_robomimic_hdf5(path, demos, OURS)
+  write_robomimic_hdf5(path, demos, OURS)
   key_map = {"agentview_image": "agentview_rgb", "robot0_eef_pos": "ee_states[0:3]",
              "robot0_eef_quat": "ee_states[3:7]", "robot0_gripper_qpos": "ee_states[7:]",
              "robot0_joint_pos": "obs/joint_states", "actions": "actions_abs"}
@@ -204,7 +204,7 @@ def _assert_same(a: EpisodeData, b: EpisodeData, images_exact=True):
 
 def test_rlds_export_read_bit_exact_and_equal_to_hdf5(hdf5_file, tmp_path):
   out = str(tmp_path / "rlds")
-  vdir = sources.export_robomimic(hdf5_file, out, to="rlds")
+  vdir = export_robomimic(hdf5_file, out, to="rlds")
   assert os.path.isfile(os.path.join(vdir, "dataset_info.json"))
   assert any("array_record" in f for f in os.listdir(vdir))
   keys = LOW_DIM + IMAGES
@@ -231,13 +231,13 @@ def test_rlds_export_read_bit_exact_and_equal_to_hdf5(hdf5_file, tmp_path):
   assert int(ep["episode_metadata"]["episode_index"]) == 1
   # an existing export is kept (no rewrite), overwrite replaces it
   mtime = os.path.getmtime(os.path.join(vdir, "dataset_info.json"))
-  assert sources.export_robomimic(hdf5_file, out, to="rlds") == vdir
+  assert export_robomimic(hdf5_file, out, to="rlds") == vdir
   assert os.path.getmtime(os.path.join(vdir, "dataset_info.json")) == mtime
 
 
 def test_rlds_reader_errors(hdf5_file, tmp_path):
   out = str(tmp_path / "rlds")
-  sources.export_robomimic(hdf5_file, out, to="rlds")
+  export_robomimic(hdf5_file, out, to="rlds")
   with pytest.raises(DatasetError, match=r"rlds/lift_episodes/1\.0\.0: episode 0 \(demo_0\): "
                                          r"missing key 'observation/nope'"):
     sources.load_episodes(out, ["nope"], format="rlds")
@@ -247,7 +247,7 @@ def test_rlds_reader_errors(hdf5_file, tmp_path):
     sources.load_episodes(str(tmp_path), LOW_DIM, format="rlds")
   # a dataset that says its actions are delta is refused like an HDF5 file
   delta = str(tmp_path / "delta.hdf5")
-  rh.write_robomimic_hdf5(delta, _demos(images=False), V14_DELTA)
+  write_robomimic_hdf5(delta, _demos(images=False), V14_DELTA)
   ep = rh.load_robomimic_hdf5(delta, LOW_DIM, action_convention="any")
   with pytest.raises(DatasetError, match="refusing to export 'delta'"):
     rlds.export_rlds(ep, str(tmp_path / "x"))
@@ -263,7 +263,7 @@ def test_rlds_reader_errors(hdf5_file, tmp_path):
 # ----------------------------------------------------------------------------- LeRobot
 def test_lerobot_png_bit_exact_and_layout(hdf5_file, tmp_path):
   out = str(tmp_path / "lerobot_png")
-  sources.export_robomimic(hdf5_file, out, to="lerobot", images="png", lerobot_version="v2.1")
+  export_robomimic(hdf5_file, out, to="lerobot", images="png", lerobot_version="v2.1")
   keys = LOW_DIM + IMAGES
   ref = sources.load_episodes(hdf5_file, keys)
   _assert_same(ref, sources.load_episodes(out, keys, format="lerobot"))
@@ -370,7 +370,7 @@ def test_real_lerobot_package_reads_our_export(hdf5_file, tmp_path):
   if not py or not os.path.exists(py):
     pytest.skip("LEROBOT_PYTHON (a python with lerobot==0.3.3) not set")
   out = str(tmp_path / "lerobot")
-  sources.export_robomimic(hdf5_file, out, to="lerobot", lerobot_version="v2.1")
+  export_robomimic(hdf5_file, out, to="lerobot", lerobot_version="v2.1")
   script = tmp_path / "check.py"
   script.write_text(LEROBOT_CHECK)
   ref = sources.load_episodes(hdf5_file, LOW_DIM + IMAGES)
@@ -701,13 +701,12 @@ def test_convert_dataset_binary(generated, tmp_path):
       g["states"] = src["data"][n]["states"][()]
       g["actions"] = src["data"][n]["actions"][()]
   with pytest.raises(DatasetError, match=r"no observations.*convert_dataset\.py"):
-    sources.export_robomimic(states_only, str(tmp_path / "x"), to="rlds")
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  binary = os.path.join(repo, "experiments", "convert_dataset.py")
+    export_robomimic(states_only, str(tmp_path / "x"), to="rlds")
+  binary = os.path.join(REPO, "experiments", "convert_dataset.py")
 
   def run(*args):
     return subprocess.run([sys.executable, binary, *args, "--noprogress"], capture_output=True,
-                          text=True, timeout=600, cwd=repo)
+                          text=True, timeout=600, cwd=REPO)
   out = str(tmp_path / "abs.hdf5")
   r = run(f"--input={states_only}", f"--output={out}", "--to=absolute")
   assert r.returncode == 0, r.stderr[-2000:]
@@ -738,8 +737,6 @@ def test_convert_dataset_binary(generated, tmp_path):
 def test_train_binary_on_real_demos_refuses_delta_and_trains_on_converted(real_converted, tmp_path):
   """The delta-action original is refused by experiments/train.py with the conversion command;
   the converted file trains."""
-  sys.path.insert(0, os.path.dirname(__file__))
-  from test_binaries import REPO, assert_one_line_error, run_binary
   out, _ = real_converted
   cfg = "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=normal,debug"
   proc = run_binary("train.py", cfg, f"--config.data.dataset={REAL_DEMO}",
@@ -766,7 +763,7 @@ def test_lazy_images_give_the_same_windows_as_loaded_ones(tmp_path):
                   "obs": {"agentview_image": rng.integers(0, 255, (t, 12, 12, 3), dtype=np.uint8),
                           "robot0_eef_pos": rng.normal(size=(t, 3))}})
   path = str(tmp_path / "img.hdf5")
-  rh.write_robomimic_hdf5(path, demos, {"env_name": "Lift", "type": 1, "env_kwargs": {}})
+  write_robomimic_hdf5(path, demos, {"env_name": "Lift", "type": 1, "env_kwargs": {}})
   keys = ("agentview_image", "robot0_eef_pos")
   eager = sources.load_episodes(path, keys)
   lazy = sources.load_episodes(path, keys, lazy_images=True)

@@ -13,7 +13,7 @@ from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.normalizer import (ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN, FieldStats,
                                            LimitsNormalizer)
 from decoupled_jax.data.windows import WindowSampler, prepare_policy_dataset
-from decoupled_jax.pipelines.finetune import policy_normalizer
+from decoupled_jax.benchmarks.robosuite import policy_normalizer
 from decoupled_jax.backbones.paths import count_params
 from decoupled_jax.encoders import (IMAGE_ENCODER_PARAMS, ObservationEncoder, ResNet18Conv,
                                     center_crop, random_crop, spatial_soft_argmax)

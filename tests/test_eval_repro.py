@@ -13,6 +13,7 @@ h5py = pytest.importorskip("h5py")
 
 from decoupled_jax.sim import demos, evaluator, experts  # noqa: E402
 from decoupled_jax.sim import robosuite_env as rse  # noqa: E402
+from helpers import make_random_policy  # noqa: E402
 
 DEMO_SEED = 7
 
@@ -91,7 +92,7 @@ def test_model_build_is_seed_independent(task):
 
 def test_eval_reproducible_across_runs_and_workers():
   calls = []
-  base = evaluator.make_random_policy(horizon=8, seed=1)
+  base = make_random_policy(horizon=8, seed=1)
 
   def policy(obs, seeds, steps):
     calls.append((seeds.copy(), steps.copy()))
@@ -164,7 +165,7 @@ def test_train_rollouts_start_from_demo_state(lift_demo, lift_env):
   # A mid-demo state shows the state is really set (seed-only reset would give states[0]).
   t = 12
   first_obs = []
-  base = evaluator.make_random_policy(horizon=8, seed=2)
+  base = make_random_policy(horizon=8, seed=2)
 
   def policy(obs, seeds, steps):
     if steps[0] == 0:

@@ -28,8 +28,8 @@ import pytest
 from decoupled_jax import config_lib, inference
 from decoupled_jax.data.normalizer import LimitsNormalizer
 from decoupled_jax.training.policy import ACTION_DIM, init_policy, policy_from_config
+from helpers import REPO, run_binary, synthetic_demos
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOWDIM = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 10}
 
 
@@ -37,7 +37,7 @@ def _random_runner(seed: int = 0, batch_size: int = 1) -> inference.PolicyRunner
   """A debug DP-MLP runner whose params are all perturbed (no zero-init layer left), so
   every row's output really goes through the GEMMs."""
   config = config_lib.from_file(os.path.join(REPO, "configs/train.py"), "mode=normal,debug")
-  config.head.sampler = "ddpm"   # 100 denoising steps, fresh noise at each
+  config.head.diffusion.sampler = "ddpm"   # 100 denoising steps, fresh noise at each
   keys = tuple(LOWDIM)
   policy = policy_from_config(config, (), keys)
   horizon, n_obs = int(config.data.horizon), int(config.data.n_obs_steps)
@@ -126,8 +126,8 @@ def test_every_evaluation_path_samples_with_batch_1(tmp_path, monkeypatch):
   assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert json.loads(lines[0][3:]).get("batch_size", 1) == 1
 
-  # pipelines/finetune.py: the stage's evaluations with config.eval.num_workers=3.
-  from test_binaries import synthetic_demos
+  # benchmarks/robosuite.py: the stage's evaluations with config.eval.num_workers=3.
+  from decoupled_jax.benchmarks import robosuite
   from decoupled_jax.pipelines import finetune
   config = config_lib.from_file(os.path.join(REPO, "configs/train.py"), "mode=normal,debug")
   config.data.dataset = synthetic_demos(str(tmp_path / "demos.hdf5"))
@@ -139,7 +139,7 @@ def test_every_evaluation_path_samples_with_batch_1(tmp_path, monkeypatch):
     seen.append((policy_fn, int(eval_config.num_workers)))
     return {"success_rate": 0.0, "mean_episode_length": 1.0, "episodes": []}
 
-  monkeypatch.setattr(finetune, "closed_loop", closed_loop)
+  monkeypatch.setattr(robosuite, "closed_loop", closed_loop)
   stage = finetune.make_stage(config)
   stage.evaluate({}, 1)
   stage.final_evaluate({}, str(tmp_path), 1)
@@ -161,7 +161,6 @@ def trained_lift(tmp_path_factory):
   """A DP-MLP (debug width) trained on scripted Lift demos, sampling with 100 DDPM steps."""
   pytest.importorskip("robosuite")
   from decoupled_jax.sim import demos
-  from test_binaries import run_binary
   root = tmp_path_factory.mktemp("eval_workers")
   s = demos.generate_task("lift", str(root), num_demos=NUM_DEMOS, seed=0, num_workers=1,
                           progress=False)
@@ -171,8 +170,9 @@ def trained_lift(tmp_path_factory):
   run_binary("train.py", cfg, f"--config.data.dataset={root / 'Lift.hdf5'}",
              f"--config.train.num_steps={TRAIN_STEPS}", "--config.train.batch_size=64",
              "--config.optimizer.learning_rate=1e-3", "--config.train.log_every=500",
-             f"--config.train.checkpoint_every={TRAIN_STEPS}", "--config.head.sampler=ddpm",
-             "--config.head.num_inference_steps=100", "--config.eval.num_episodes=0",
+             f"--config.train.checkpoint_every={TRAIN_STEPS}",
+             "--config.head.diffusion.sampler=ddpm",
+             "--config.head.diffusion.num_inference_steps=100", "--config.eval.num_episodes=0",
              "--config.eval.max_steps=150", f"--workdir={workdir}")
   return str(workdir / "checkpoints")
 
@@ -180,7 +180,6 @@ def trained_lift(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.sim
 def test_evaluate_binary_same_episodes_with_1_2_3_workers(trained_lift, tmp_path):
-  from test_binaries import run_binary
   runs = {}
   for w in WORKERS:
     out = tmp_path / f"w{w}"

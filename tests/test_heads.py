@@ -456,28 +456,78 @@ def test_make_head_from_dict_and_configdict(sched):
   h = heads.make_head({"type": "diffusion"})
   assert isinstance(h, heads.DiffusionHead)
   assert h.sampler == "ddpm" and h.inference_steps == 100 and h.clip_sample
-  cfg = ml_collections.ConfigDict(dict(type="diffusion", num_train_steps=100,
-                                       beta_schedule="squaredcos_cap_v2", sampler="ddim",
-                                       num_inference_steps=None, clip_sample=True,
-                                       num_noise_samples=8, flow_num_steps=10,
-                                       time_scale=100.0))
+  cfg = ml_collections.ConfigDict(heads.head_defaults())
+  cfg.diffusion.sampler, cfg.diffusion.num_noise_samples = "ddim", 8
   h2 = heads.make_head(cfg)
   assert h2.sampler == "ddim" and h2.inference_steps == 10 and h2.num_noise_samples == 8
   hash(h2)  # hashable → usable as a jit static argument
-  f = heads.make_head({"type": "flow", "flow_num_steps": 5, "time_scale": 50.0})
+  f = heads.make_head({"type": "flow", "flow": {"num_steps": 5, "time_scale": 50.0}})
   assert isinstance(f, heads.FlowHead) and f.num_steps == 5 and f.time_scale == 50.0
-  with pytest.raises(ValueError):
+  assert not f.clip_sample and f.num_noise_samples == 1
+  cases = [({"type": "diffusion", "diffusion": {"num_inferense_steps": 10}},
+            "diffusion.num_inferense_steps: not a field of DiffusionHead"),
+           ({"type": "diffusion", "flow": {"sampler": "ddim"}}, "flow.sampler: not a field"),
+           ({"type": "gan"}, "type: must be one of"),
+           ({"diffusion": {"sampler": "euler"}}, "diffusion.sampler: must be 'ddpm' or 'ddim'"),
+           ({"type": "flow", "flow": {"num_steps": 0}}, "flow.num_steps: must be >= 1"),
+           ({"type": "flow", "flow": {"num_steps": 2}, "sampler": "ddim"},
+            "sampler: unknown head key"),
+           ({"type": "flow", "flow": 3}, "flow: must be a mapping"),
+           ({"type": "diffusion", "diffusion": {"num_inference_steps": 101}},
+            r"diffusion.num_inference_steps: 101 must be in \[1, num_train_steps=100\]")]
+  for bad, match in cases:
+    with pytest.raises(heads.HeadConfigError, match=match) as e:
+      heads.make_head(bad)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_head_defaults_are_the_dataclasses():
+  import dataclasses
+  d = heads.head_defaults()
+  assert set(d) == {"type", "diffusion", "flow"} and d["type"] == "diffusion"
+  for kind, cls in (("diffusion", heads.DiffusionHead), ("flow", heads.FlowHead)):
+    assert d[kind] == {f.name: f.default for f in dataclasses.fields(cls)}
+  assert heads.make_head(d) == heads.DiffusionHead()
+  assert heads.make_head(dict(d, type="flow")) == heads.FlowHead()
+
+
+# The flat head section of checkpoint metas, shipped experts and exports written before the
+# typed sections (what `head_defaults()` returned then).
+OLD_FLAT = {"type": "diffusion", "num_train_steps": 100, "beta_schedule": "squaredcos_cap_v2",
+            "beta_start": 1e-4, "beta_end": 0.02, "sampler": "ddpm", "num_inference_steps": None,
+            "clip_sample": True, "clip_range": 1.0, "num_noise_samples": 1,
+            "prediction_type": "epsilon", "eta": 0.0, "set_alpha_to_one": True,
+            "steps_offset": 0, "flow_num_steps": 10, "time_scale": 100.0,
+            "flow_clip_sample": False}
+
+
+def test_old_flat_head_reads_as_its_typed_form():
+  assert heads.typed_head_config(OLD_FLAT) == heads.head_defaults()
+  flat = dict(OLD_FLAT, sampler="ddim", num_inference_steps=5, num_noise_samples=8,
+              clip_range=2.0, flow_num_steps=3, flow_clip_sample=True, time_scale=50.0)
+  typed = heads.typed_head_config(flat)
+  assert typed["diffusion"]["clip_sample"] and typed["flow"] == {
+      "num_steps": 3, "time_scale": 50.0, "clip_sample": True, "clip_range": 2.0,
+      "num_noise_samples": 8}   # clip_range / num_noise_samples were shared by both heads
+  for kind in ("diffusion", "flow"):
+    assert heads.make_head(dict(flat, type=kind)) == heads.make_head(dict(typed, type=kind))
+  assert heads.make_head(dict(flat, type="flow")) == heads.FlowHead(
+      num_steps=3, time_scale=50.0, clip_sample=True, clip_range=2.0, num_noise_samples=8)
+  # partial flat dicts (old tests, old metas) keep working; unknown keys name themselves
+  assert heads.make_head({"type": "flow", "flow_num_steps": 5}).num_steps == 5
+  with pytest.raises(heads.HeadConfigError, match="num_inferense_steps: unknown head key"):
     heads.make_head({"type": "diffusion", "num_inferense_steps": 10})
-  with pytest.raises(ValueError):
-    heads.make_head({"type": "gan"})
-  with pytest.raises(ValueError):
-    heads.make_head({"sampler": "euler"})
+  # overrides (serve / evaluate flags) apply section by section onto either form
+  merged = heads.merge_head_config(OLD_FLAT, {"diffusion": {"sampler": "ddim"},
+                                              "flow": {"num_steps": 4}})
+  assert merged["diffusion"]["sampler"] == "ddim" and merged["flow"]["num_steps"] == 4
+  assert merged["type"] == "diffusion" and merged["diffusion"]["num_train_steps"] == 100
 
 
 @pytest.mark.parametrize("cfg,length", [
-    ({"type": "diffusion", "sampler": "ddpm"}, 100),
-    ({"type": "diffusion", "sampler": "ddim", "num_inference_steps": 5}, 5),
-    ({"type": "flow", "flow_num_steps": 3}, 3),
+    ({"type": "diffusion", "diffusion": {"sampler": "ddpm"}}, 100),
+    ({"type": "diffusion", "diffusion": {"sampler": "ddim", "num_inference_steps": 5}}, 5),
+    ({"type": "flow", "flow": {"num_steps": 3}}, 3),
 ])
 def test_head_loss_and_sample(sched, cfg, length):
   head = heads.make_head(cfg)

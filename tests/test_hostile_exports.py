@@ -22,7 +22,7 @@ import pytest
 from decoupled_jax import export, inference
 from decoupled_jax.export import ExportError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO, train_debug_policy  # noqa: E402
 PARAMS = export.PARAMS_FILE
 
 
@@ -30,13 +30,7 @@ PARAMS = export.PARAMS_FILE
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A real stage-2 (mode=normal, debug-size DP-MLP) checkpoint on synthetic demos."""
-  from test_binaries import run_binary, synthetic_demos
-  d = tmp_path_factory.mktemp("hostile")
-  data = synthetic_demos(str(d / "demos.hdf5"))
-  run_binary("train.py", "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=normal,debug",
-             f"--config.data.dataset={data}", "--config.eval.num_episodes=0",
-             f"--workdir={d / 'run'}")
-  return str(d / "run" / "checkpoints")
+  return train_debug_policy(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="module")
@@ -390,10 +384,23 @@ def test_unknown_observation_dtype(copy):
     (lambda c: c["backbone"]["kwargs"].update(n_layer=10**5), r"kwargs\.n_layer: .*outside"),
     (lambda c: c["backbone"]["kwargs"].update(n_emb="32"), r"kwargs\.n_emb: .*not a valid"),
     (lambda c: c["backbone"]["kwargs"].update(evil=1), r"kwargs\.evil: not an argument"),
-    (lambda c: c["head"].update(num_train_steps=10**9), r"head\.num_train_steps: .*outside"),
-    (lambda c: c["head"].update(num_inference_steps=10**9),
-     r"head\.num_inference_steps: .*outside"),
-    (lambda c: c["head"].update(sampler="magic"), r"head: sampler must be"),
+    (lambda c: c["head"]["diffusion"].update(num_train_steps=10**9),
+     r"head\.diffusion\.num_train_steps: .*outside"),
+    (lambda c: c["head"]["diffusion"].update(num_inference_steps=10**9),
+     r"head\.diffusion\.num_inference_steps: .*outside"),
+    (lambda c: c["head"]["diffusion"].update(sampler="magic"),
+     r"head\.diffusion\.sampler: must be"),
+    (lambda c: c["head"]["flow"].update(num_steps=10**9), r"head\.flow\.num_steps: .*outside"),
+    (lambda c: c["head"]["flow"].update(steps=3), r"head\.flow\.steps: unknown head key"),
+    (lambda c: c["head"].update(flow=[1]), r"head\.flow: must be a mapping"),
+    (lambda c: c["head"].update(type=["flow"]), r"head\.type: must be a string"),
+    (lambda c: c["head"].update(type="gan"), r"head\.type: must be one of"),
+    (lambda c: c["head"].update(flow_num_steps=3), r"head\.flow_num_steps: unknown head key"),
+    # the flat head of exports written before the typed sections: checked the same way
+    (lambda c: c.update(head={"type": "flow", "flow_num_steps": 10**9}),
+     r"head\.flow\.num_steps: .*outside"),
+    (lambda c: c.update(head={"type": "diffusion", "num_inferense_steps": 3}),
+     r"head\.num_inferense_steps: unknown head key"),
     (lambda c: c["encoder"].update(crop_size=[1, 2, 3]), r"encoder\.crop_size: must be"),
     (lambda c: c.update(compute_dtype="float8"), r"compute_dtype: must be one of"),
 ])
@@ -403,8 +410,34 @@ def test_bad_architecture(copy, edit, match):
 
 
 def test_head_overrides_are_bounded(copy):
-  refused(copy, r"head\.num_inference_steps: .*outside",
-          head_overrides={"num_inference_steps": 10**8})
+  refused(copy, r"head\.diffusion\.num_inference_steps: .*outside",
+          head_overrides={"diffusion": {"num_inference_steps": 10**8}})
+  refused(copy, r"head\.flow\.num_steps: .*outside",
+          head_overrides={"flow": {"num_steps": 10**8}})
+
+
+def test_flat_head_of_older_exports_loads_as_its_typed_form(copy, monkeypatch):
+  """config.json written before the typed head sections carries the flat head
+  (`flow_num_steps`, shared `clip_range`/`num_noise_samples`): it loads and builds the same
+  head, serve's overrides (typed) apply to it, and the summary reads it."""
+  from decoupled_jax import heads
+  from decoupled_jax.pipelines.records import _legacy_head
+  typed = read_config(copy)["meta"]["config"]["head"]
+  assert set(typed) == {"type", "diffusion", "flow"}
+  flat = _legacy_head(typed)
+  assert "flow_num_steps" in flat and "diffusion" not in flat
+  assert heads.make_head(flat) == heads.make_head(typed)
+  edit_meta(copy, lambda m: m["config"].update(head=flat))
+  built = []
+  real = inference.make_head
+  monkeypatch.setattr(inference, "make_head", lambda c: built.append(real(c)) or built[-1])
+  export.load_exported(copy)
+  assert built[-1] == heads.make_head(typed)
+  export.load_exported(copy, head_overrides={"diffusion": {"sampler": "ddpm",
+                                                           "num_inference_steps": 7},
+                                             "flow": {"num_steps": 7}})
+  assert (built[-1].sampler, built[-1].inference_steps) == ("ddpm", 7)
+  assert export._sampler_summary(flat) == export._sampler_summary(typed)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe", "[" * 100000])

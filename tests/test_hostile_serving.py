@@ -4,7 +4,6 @@ observations that overflow once cast to float32 / normalised, non-finite actions
 request fields (seed, step) that used to fail every request of a batch.
 
 Servers listen on 127.0.0.1 only; every wait is bounded (timeouts, bounded loops)."""
-import os
 import threading
 import time
 
@@ -21,13 +20,10 @@ from decoupled_jax.serving.client import RemotePolicy  # noqa: E402
 from decoupled_jax.serving.protocol import RemotePolicyError  # noqa: E402
 from decoupled_jax.serving.server import PolicyServer  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import frames, openpi_client, stack, train_debug_policy  # noqa: E402
+
 TIMEOUT = 60.0
 TOKEN = "s3cret-token"
-
-
-def _openpi():
-  return pytest.importorskip("openpi_client.websocket_client_policy")
 
 
 class EchoRunner:
@@ -82,7 +78,7 @@ def _closed_with(conn_or_fn, timeout=TIMEOUT):
 
 # ----------------------------------------------------------------------------- token
 def test_token_header_first_message_and_refusals(monkeypatch):
-  openpi = _openpi()
+  openpi = openpi_client()
   compared = []
   real_compare = server_lib.hmac.compare_digest
   monkeypatch.setattr(server_lib.hmac, "compare_digest",
@@ -176,7 +172,7 @@ def test_origin_is_refused_unless_allowed():
 
 # ----------------------------------------------------------------------------- caps
 def test_connection_cap():
-  openpi = _openpi()
+  openpi = openpi_client()
   with PolicyServer(EchoRunner(), port=0, max_connections=2) as srv:
     a = openpi.WebsocketClientPolicy("127.0.0.1", srv.port)
     b = openpi.WebsocketClientPolicy("127.0.0.1", srv.port)
@@ -246,24 +242,7 @@ def test_metadata_names_the_policy_without_paths(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A real stage-2 (mode=normal, debug-size DP-MLP) checkpoint on synthetic demos."""
-  from test_binaries import run_binary, synthetic_demos
-  d = tmp_path_factory.mktemp("hostile")
-  data = synthetic_demos(str(d / "demos.hdf5"))
-  workdir = d / "run"
-  run_binary("train.py", "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=normal,debug",
-             f"--config.data.dataset={data}", "--config.eval.num_episodes=0",
-             f"--workdir={workdir}")
-  return str(workdir / "checkpoints")
-
-
-def frames(runner, n, seed=0):
-  rng = np.random.default_rng(seed)
-  return [{k: rng.uniform(-0.5, 0.5, runner.obs_shapes[k]).astype(np.float32)
-           for k in runner.obs_keys} for _ in range(n)]
-
-
-def stack(*fs):
-  return {k: np.stack([f[k] for f in fs])[None] for k in fs[0]}
+  return train_debug_policy(tmp_path_factory.mktemp("hostile"))
 
 
 POISON = 1e6   # a finite observation this large makes the poisoned runner's samples NaN
@@ -315,7 +294,7 @@ def test_in_process_runner_refuses_overflow_and_non_finite_actions(trained):
 
 
 def test_overflowing_or_nan_producing_frames_never_enter_the_history(trained):
-  openpi = _openpi()
+  openpi = openpi_client()
   reference = inference.load_policy(trained)[0]
   f = frames(reference, 2, seed=2)
   with PolicyServer(poisoned(inference.load_policy(trained)[0]), port=0) as srv:
@@ -346,7 +325,7 @@ def test_one_hostile_client_never_fails_a_shared_batch(trained):
   """Three honest clients and a hostile one send at the same moment into a batching server
   (max_batch 4, a 400 ms batch wait, so the honest requests share a call); the hostile one
   gets error frames, the honest ones their actions."""
-  openpi = _openpi()
+  openpi = openpi_client()
   reference = inference.load_policy(trained, batch_size=4)[0]
   runner = poisoned(inference.load_policy(trained, batch_size=4)[0])
   f1 = frames(reference, 1, seed=3)[0]

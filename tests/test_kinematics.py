@@ -309,7 +309,7 @@ def test_stage1_paper_normalization_uses_data_limits_on_every_dim(sampler, signa
   """data.normalization='paper' (the reference's, docs/method.md §1.1): condition and all 10
   target dims span exactly [-1, 1] on the sample they were fitted on; 'ours' keeps rot6d and
   the gripper raw and normalises joints by the Panda's limits, not the data's."""
-  from decoupled_jax.pipelines.pretrain import COND_KEY, stage1_normalizer
+  from decoupled_jax.benchmarks.fk import COND_KEY, stage1_normalizer
   cond, target = map(np.asarray, sampler(jax.random.PRNGKey(7), 512))
   if signal == "eepose":
     cond = target

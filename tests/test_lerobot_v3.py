@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -22,15 +21,13 @@ from decoupled_jax.data import lerobot, sources
 from decoupled_jax.data import robomimic_hdf5 as rh
 from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.robomimic_hdf5 import DatasetError
+from helpers import OUR_ENV_ARGS as OURS
+from helpers import REPO, run_binary, write_robomimic_hdf5
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "data", "lerobot_0.6.1_v3")
 LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos",
            "object"]
 CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
-OURS = {"env_name": "Lift", "type": 1, "env_kwargs": {"control_freq": 20, "controller_configs": {
-    "type": "BASIC", "body_parts": {"right": {"type": "OSC_POSE", "input_type": "absolute",
-                                              "input_ref_frame": "world"}}}}}
 LEROBOT_PY = os.environ.get("LEROBOT_V3_PYTHON",
                             os.path.join(REPO, ".venv-lerobot", "bin", "python"))
 
@@ -273,9 +270,7 @@ def _lerobot_fixture_frames(ep, t, size):
 
 # ----------------------------------------------------------------------------- converter
 def _binary(name, *args):
-  env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", name), *args],
-                        capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+  return run_binary(name, *args, expect_ok=False)
 
 
 def _hdf5_tree(path):
@@ -291,7 +286,7 @@ def _hdf5_tree(path):
 
 def test_converter_binary_hdf5_lerobot_hdf5_bit_exact(tmp_path):
   src = str(tmp_path / "Lift.hdf5")
-  rh.write_robomimic_hdf5(src, _demos(lengths=(6, 9, 4)), OURS,
+  write_robomimic_hdf5(src, _demos(lengths=(6, 9, 4)), OURS,
                           masks={"train": ["demo_0", "demo_2"], "valid": ["demo_1"]})
   le, back = str(tmp_path / "le"), str(tmp_path / "back.hdf5")
   r = _binary("convert_dataset.py", f"--input={src}", f"--output={le}", "--to=lerobot",
@@ -323,7 +318,7 @@ def test_converter_binary_hdf5_lerobot_hdf5_bit_exact(tmp_path):
 
 def test_assume_actions(tmp_path):
   unknown = str(tmp_path / "unknown.hdf5")
-  rh.write_robomimic_hdf5(unknown, _demos(lengths=(5, 6), cameras=()), {"env_name": "Lift"})
+  write_robomimic_hdf5(unknown, _demos(lengths=(5, 6), cameras=()), {"env_name": "Lift"})
   with h5py.File(unknown, "r+") as f:
     del f["data"].attrs["action_convention"]
   # the refusal names the flag (no file to edit by hand)
@@ -366,7 +361,7 @@ def test_key_map_from_the_command_line(tmp_path):
   demos = _demos(lengths=(5, 6), cameras=())
   for d in demos:
     d["obs"]["ee_pos"] = d["obs"].pop("robot0_eef_pos")
-  rh.write_robomimic_hdf5(path, demos, OURS)
+  write_robomimic_hdf5(path, demos, OURS)
   def parse(*args):
     argv = ["prog", *args]
     fv = flags.FlagValues()

@@ -5,26 +5,19 @@ subprocess and are skipped when it is absent (CI has no LIBERO venv; see docs/li
 """
 import json
 import os
-import pathlib
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import libero_fixtures  # noqa: E402
+from decoupled_jax import config_lib
+from decoupled_jax.data import libero as libero_data
+from decoupled_jax.data.robomimic_hdf5 import DatasetError
+from decoupled_jax.errors import ConfigError
+from helpers import LIBERO_PY, needs_libero, write_suite
+from helpers import REPO_PATH as REPO
 
-from decoupled_jax import config_lib  # noqa: E402
-from decoupled_jax.data import libero as libero_data  # noqa: E402
-from decoupled_jax.data.robomimic_hdf5 import DatasetError  # noqa: E402
-from decoupled_jax.errors import ConfigError  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-LIBERO_PY = os.environ.get("LIBERO_PYTHON", str(REPO / ".venv-libero" / "bin" / "python"))
-needs_libero = pytest.mark.skipif(not os.path.exists(LIBERO_PY),
-                                  reason=f"no LIBERO venv at {LIBERO_PY} (make libero-env)")
 SPATIAL0 = ("pick up the black bowl between the plate and the ramekin and place it on the "
             "plate")
 
@@ -37,7 +30,7 @@ def _tiny(c):
 
 
 def test_load_suite_layout_and_language(tmp_path):
-  root = libero_fixtures.write_suite(str(tmp_path), tasks=(0, 3), demos=2, length=12)
+  root = write_suite(str(tmp_path), tasks=(0, 3), demos=2, length=12)
   data = libero_data.load_suite(root, "libero_spatial", config_lib.LIBERO_LOWDIM_KEYS)
   assert data.num_episodes == 4 and data.num_frames == 48
   assert data.fields["actions"].shape == (48, 7)
@@ -50,7 +43,7 @@ def test_load_suite_layout_and_language(tmp_path):
 
 
 def test_load_suite_errors_name_the_file(tmp_path):
-  root = libero_fixtures.write_suite(str(tmp_path), tasks=(0,), demos=1, length=5)
+  root = write_suite(str(tmp_path), tasks=(0,), demos=1, length=5)
   with pytest.raises(DatasetError, match=r"no demo file for task id\(s\) \[2\]"):
     libero_data.load_suite(root, "libero_spatial", ("robot0_eef_pos",), tasks=[0, 2])
   with pytest.raises(DatasetError, match="no LIBERO demo files"):
@@ -63,7 +56,7 @@ def test_load_suite_errors_name_the_file(tmp_path):
 
 
 def test_config_validation_names_the_field(tmp_path):
-  root = libero_fixtures.write_suite(str(tmp_path), tasks=(0,), demos=1, length=5)
+  root = write_suite(str(tmp_path), tasks=(0,), demos=1, length=5)
   c = config_lib.libero_finetune_config("normal")
   c.data.dataset, c.eval.episodes_per_task = root, 0
   config_lib.validate(c, num_devices=1)
@@ -87,7 +80,7 @@ def test_libero_stage1_then_decoupled_and_normal(tmp_path):
   from decoupled_jax.pipelines import run
   from decoupled_jax.training import checkpoint as ckpt_lib
   from decoupled_jax.training.partition import flatten
-  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0, 1), demos=3, length=20)
+  root = write_suite(str(tmp_path / "data"), tasks=(0, 1), demos=3, length=20)
   c1 = _tiny(config_lib.libero_pretrain_config("dp_mlp"))
   c1.data.dataset, c1.data.suites = root, ("libero_spatial",)
   s1 = run.run(c1, str(tmp_path / "s1"))
@@ -128,7 +121,7 @@ def test_image_policy_with_a_narrowed_encoder(tmp_path):
   from decoupled_jax.pipelines import run
   from decoupled_jax.training import checkpoint as ckpt_lib
   from decoupled_jax.training.partition import flatten
-  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20,
+  root = write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20,
                                      images=True)
   c = _tiny(config_lib.libero_finetune_config("normal", "dp_mlp", obs="image"))
   assert c.encoder.crop_size == 116   # the paper's LIBERO crop (of 128x128 frames)
@@ -159,7 +152,7 @@ def test_image_policy_with_a_narrowed_encoder(tmp_path):
 def _train_tiny_policy(tmp_path, instructions=None):
   from decoupled_jax import inference
   from decoupled_jax.pipelines import run
-  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20,
+  root = write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20,
                                      instructions=instructions or {0: SPATIAL0})
   c = _tiny(config_lib.libero_finetune_config("normal", "dp_mlp"))
   c.data.dataset, c.data.tasks, c.eval.episodes_per_task = root, "0", 0
@@ -275,7 +268,7 @@ def test_decoupled_from_generated_fk_stage1(tmp_path):
   still refused as a 'stage 1'."""
   from decoupled_jax.errors import CheckpointError
   from decoupled_jax.pipelines import run
-  root = libero_fixtures.write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20)
+  root = write_suite(str(tmp_path / "data"), tasks=(0,), demos=2, length=20)
   fk = _tiny(config_lib.pretrain_config("dp_mlp", signal="jp"))
   fk.data.horizon, fk.eval.num_windows = 16, 8
   s1 = run.run(fk, str(tmp_path / "fk"))

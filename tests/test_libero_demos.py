@@ -8,7 +8,6 @@ flag-validation tests need no simulator (validation happens before libero is imp
 import glob
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -16,12 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import LIBERO_PY, needs_libero
+from helpers import REPO_PATH as REPO
+
 BINARY = str(REPO / "experiments" / "libero_demos.py")
-LIBERO_PY = os.environ.get("LIBERO_PYTHON", str(REPO / ".venv-libero" / "bin" / "python"))
-needs_libero = pytest.mark.skipif(not os.path.exists(LIBERO_PY),
-                                  reason=f"no LIBERO venv at {LIBERO_PY} (make libero-env, "
-                                         f"or set LIBERO_PYTHON)")
 SPATIAL0 = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 OBJECT5 = "pick up the tomato sauce and place it in the basket"
 OBS_DIMS = {"ee_pos": 3, "ee_ori": 3, "ee_states": 6, "gripper_states": 2, "joint_states": 7,

@@ -5,23 +5,14 @@ rows of it; losses and saved checkpoints agree; only process 0 writes logs and s
 2-process run resumes from its checkpoint."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_binaries import REPO, synthetic_demos  # noqa: E402
-
-from decoupled_jax.training import checkpoint, partition  # noqa: E402
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+from decoupled_jax.training import checkpoint, partition
+from helpers import REPO, free_port, synthetic_demos
 
 
 def _launch(binary, args, devices, extra=(), timeout=600):
@@ -36,7 +27,7 @@ def _run(binary, args, processes):
   if processes == 1:
     procs = [_launch(binary, args, 4)]
   else:
-    port = _free_port()
+    port = free_port()
     procs = [_launch(binary, args, 2, ("--distributed", f"--coordinator_address=127.0.0.1:{port}",
                                        "--num_processes=2", f"--process_id={i}"))
              for i in range(2)]

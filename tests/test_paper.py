@@ -13,8 +13,9 @@ pytest.importorskip("robosuite")
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
+from helpers import REPO  # noqa: E402
+
 pytestmark = pytest.mark.sim
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

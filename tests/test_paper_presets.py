@@ -54,14 +54,15 @@ def test_libero_paper_preset(arch, sizes):
     # The DROID policies: Adam 1e-4, constant, no warm-up (§1.4, §5), 8 noise samples (§4.2).
     assert stage.optimizer.schedule == "constant" and stage.optimizer.warmup_steps == 0
     assert stage.optimizer.learning_rate == 1e-4 and stage.optimizer.weight_decay == 0.0
-    assert stage.head.num_noise_samples == 8
+    assert stage.head.diffusion.num_noise_samples == 8
     assert stage.train.batch_size == 128
-    assert (stage.head.sampler, stage.head.num_inference_steps) == ("ddim", 10)
+    d = stage.head.diffusion
+    assert (d.sampler, d.num_inference_steps) == ("ddim", 10)
   assert c.stage2.train.num_steps == 25_000 and c.stage2.eval.episodes_per_task == 50
   assert c.demos.num_demos == 50
   fk = c.stage1_fk   # ours, not the paper's: the MimicGen stage-1 recipe (§5)
-  assert (fk.optimizer.schedule, fk.optimizer.warmup_steps, fk.head.num_noise_samples) == \
-      ("cosine", 500, 1)
+  assert (fk.optimizer.schedule, fk.optimizer.warmup_steps,
+          fk.head.diffusion.num_noise_samples) == ("cosine", 500, 1)
 
 
 def test_libero_paper_dp_c_is_the_droid_unet():
@@ -75,7 +76,7 @@ def test_libero_cpu_preset_unchanged():
   """The measured CPU table's preset (docs/results/libero.md) keeps its narrowed sizes."""
   c = _load("libero.py")
   assert tuple(c.stage2.backbone.kwargs.down_dims) == (64, 128, 256)
-  assert c.stage2.head.num_noise_samples == 1
+  assert c.stage2.head.diffusion.num_noise_samples == 1
   assert (c.stage2.optimizer.schedule, c.stage2.optimizer.warmup_steps) == ("cosine", 100)
 
 
@@ -88,7 +89,7 @@ def test_paper_mimicgen_preset(arch):
     assert stage.optimizer.learning_rate == 1e-4
   assert c.stage1.train.batch_size == 256 and c.stage1.train.num_steps == 45_000
   # 50 shuffled epochs at batch 64 (pipelines/finetune.py derives the steps from the data).
-  assert c.stage2.data.sampling == "epochs" and c.stage2.train.epochs == 50
+  assert c.stage2.train.epochs == 50 and "sampling" not in c.stage2.data
   assert c.stage2.train.batch_size == 64
   assert c.stage2.train.eval_every > 0 and c.stage2.eval.num_episodes == 50
   head = make_head(c.stage2.head)
@@ -106,10 +107,10 @@ def test_paper_tables_paper_budget():
     assert stage.optimizer.schedule == "cosine" and stage.optimizer.warmup_steps == 500
     assert stage.optimizer.learning_rate == 1e-4
   assert (c.stage1.train.batch_size, c.stage1.train.num_steps) == (256, 45_000)
-  assert (c.stage2.data.sampling, c.stage2.train.epochs) == ("epochs", 50)
+  assert c.stage2.train.epochs == 50
   assert c.demos.num_demos == 1000
   cpu = _load("paper_tables.py")   # the CPU tables keep their measured recipe
-  assert (cpu.stage2.optimizer.warmup_steps, cpu.stage2.data.sampling) == (100, "uniform")
+  assert (cpu.stage2.optimizer.warmup_steps, cpu.stage2.train.epochs) == (100, 0)
 
 
 def test_paper_tables_full_size_dp_mlp():

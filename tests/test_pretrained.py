@@ -13,9 +13,8 @@ import pytest
 from decoupled_jax import config_lib, pretrained
 from decoupled_jax.errors import ConfigError
 
-from test_binaries import assert_one_line_error, run_binary, synthetic_demos
+from helpers import REPO, assert_one_line_error, run_binary, synthetic_demos
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = pretrained.names()
 
 
@@ -88,14 +87,14 @@ def test_stage2_refuses_a_stage1_expert_of_another_action_space(monkeypatch):
   """A joint-position (or non-Panda-layout) stage 1 cannot be the backbone of a stage 2 that
   trains 10-D end-effector pose actions: refused by name before any weights are read."""
   from decoupled_jax.errors import CheckpointError
-  from decoupled_jax.pipelines import finetune
+  from decoupled_jax.benchmarks import base
   meta = dict(pretrained.load_meta(NAMES[0]), action_dim=7,
               robot={"mjcf": "ur5e/robot.xml", "action_space": "joint_pos"})
-  monkeypatch.setattr(finetune.ckpt_lib, "load_meta", lambda path: meta)
+  monkeypatch.setattr(base.ckpt_lib, "load_meta", lambda path: meta)
   c = config_lib.finetune_config(mode="decoupled")
   c.stage1_checkpoint = "/some/stage1/checkpoints"
   with pytest.raises(CheckpointError, match="joint_pos targets \\(7-D\\)"):
-    finetune.check_stage1_checkpoint(c, norm=None)
+    base.check_stage1_checkpoint(c, None)
 
 
 def test_save_expert_writes_the_shipped_format(tmp_path):

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from decoupled_jax.pipelines import records
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO
 
 
 def _record(**kw):
@@ -34,6 +33,67 @@ def test_fingerprint_ignores_paths_and_progress_but_not_settings():
   assert records.fingerprint(a) == records.fingerprint(b)
   assert records.fingerprint(a) != records.fingerprint(c)
   assert len(records.fingerprint(a)) == 16
+
+
+# The flat head section every config had before the typed `head.diffusion` / `head.flow`
+# sections (the old `heads.head_defaults()` layout): the form committed records hashed.
+OLD_FLAT_HEAD = {"type": "diffusion", "num_train_steps": 100,
+                 "beta_schedule": "squaredcos_cap_v2", "beta_start": 1e-4, "beta_end": 0.02,
+                 "sampler": "ddpm", "num_inference_steps": None, "clip_sample": True,
+                 "clip_range": 1.0, "num_noise_samples": 1, "prediction_type": "epsilon",
+                 "eta": 0.0, "set_alpha_to_one": True, "steps_offset": 0, "flow_num_steps": 10,
+                 "time_scale": 100.0, "flow_clip_sample": False}
+
+
+@pytest.mark.parametrize("kind,edits", [
+    ("diffusion", {}),
+    ("diffusion", {"sampler": "ddim", "num_inference_steps": 10, "num_noise_samples": 8}),
+    ("flow", {}),
+    ("flow", {"flow_num_steps": 4, "sampler": "ddim", "num_inference_steps": 4,
+              "clip_range": 2.0, "num_noise_samples": 8, "flow_clip_sample": True}),
+])
+def test_typed_head_fingerprints_and_builds_as_its_old_flat_form(kind, edits):
+  from decoupled_jax import config_lib, heads
+  flat = dict(OLD_FLAT_HEAD, type=kind, **edits)
+  typed = heads.typed_head_config(flat)
+  assert set(typed) == {"type", "diffusion", "flow"}
+  assert heads.make_head(typed) == heads.make_head(flat)
+  stage = {"stage": "finetune", "seed": 0, "backbone": {"name": "dp_mlp"}}
+  assert (records.fingerprint({"stage2": dict(stage, head=typed)}, {"head": typed})
+          == records.fingerprint({"stage2": dict(stage, head=flat)}, {"head": flat}))
+  assert records._legacy_head({"s": {"head": typed}}) == {"s": {"head": flat}}
+  # a config's typed section (config_lib.head_config) hashes as the old defaults did
+  c = config_lib.head_config(kind)
+  for k, v in edits.items():   # the old flat key's new home
+    section = "flow" if k.startswith("flow_") or k == "time_scale" else "diffusion"
+    c[section][k[5:] if k.startswith("flow_") else k] = v
+    if k in ("clip_range", "num_noise_samples"):   # shared by both heads then
+      c.flow[k] = v
+  assert records.fingerprint({"head": c.to_dict()}) == records.fingerprint({"head": flat})
+  # a setting the run does not use (the other head's shared key) does not change it
+  other = "flow" if kind == "diffusion" else "diffusion"
+  moved = json.loads(json.dumps(typed))
+  moved[other]["num_noise_samples"] = 3
+  assert records.fingerprint({"head": moved}) == records.fingerprint({"head": typed})
+  moved[kind]["num_noise_samples"] = 3
+  assert records.fingerprint({"head": moved}) != records.fingerprint({"head": typed})
+
+
+def test_committed_gap_records_match_the_table_configs():
+  """docs/results/raw/decoupled_gap/runs.jsonl: each record's fingerprint is the one the
+  gap table's config gives that run today, so rerunning the table reuses every record."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  path = os.path.join(REPO, "docs/results/raw/decoupled_gap/runs.jsonl")
+  recs = [json.loads(line) for line in open(path) if line.strip()]
+  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width"}
+  assert recs
+  for r in recs:
+    part = "scaling" if r["chain"].startswith("stage1_") else parts[r["chain"]]
+    t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"),
+                             f"table=gap,part={part}")
+    fp = paper.run_fingerprint(t.chains[r["chain"]], r["task"], r["mode"], r["seed"])
+    assert fp == r["fingerprint"], r["episodes_file"]
 
 
 def test_records_append_find_and_episode_files(tmp_path):

@@ -33,9 +33,8 @@ from decoupled_jax.training import checkpoint
 from decoupled_jax.training import workdir as workdir_lib
 from decoupled_jax.training.workdir import MetricsLog, WorkdirLock
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_binaries import REPO, assert_one_line_error, run_binary, synthetic_demos  # noqa: E402
-from test_training_core import make_config, run  # noqa: E402
+from helpers import REPO, assert_one_line_error, run_binary, synthetic_demos
+from test_training_core import make_config, run
 
 PRETRAIN = "--config=" + os.path.join(REPO, "configs/pretrain.py") + ":debug"
 LONG = ["--config.train.num_steps=80", "--config.train.checkpoint_every=10",
@@ -152,7 +151,8 @@ def test_locked_workdir_is_refused(tmp_path):
     ({"train.checkpoint_every": 0}, "config.train.checkpoint_every"),
     ({"train.num_steps": 0}, "config.train.num_steps"),
     ({"backbone.name": "dp_x"}, "config.backbone.name"),
-    ({"head.type": "gan"}, "config.head"),
+    ({"head.type": "gan"}, "config.head.type"),
+    ({"head.diffusion.sampler": "euler"}, "config.head.diffusion.sampler"),
     ({"data.lowdim_keys": ("robot0_eef_poss",)}, "config.data.lowdim_keys"),
     ({"data.format": "csv"}, "config.data.format"),
     ({"mode": "frozen"}, "config.mode"),

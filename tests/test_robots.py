@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -19,8 +18,9 @@ from decoupled_jax import config_lib
 from decoupled_jax.errors import ConfigError
 from decoupled_jax.kinematics import robot as robot_lib
 from decoupled_jax.kinematics import trajectories
+from helpers import REPO_PATH as REPO
+from helpers import run_binary
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 ROBOTS = REPO / "tests" / "data" / "robots"
 UR5E = str(ROBOTS / "ur5e" / "robot.xml")
 GANTRY = str(ROBOTS / "gantry.xml")
@@ -394,10 +394,8 @@ def test_valid_robot_configs_pass_validation():
 
 
 def _pretrain_cli(workdir, *args, timeout=180):
-  env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-  return subprocess.run([sys.executable, str(REPO / "experiments" / "pretrain.py"),
-                         "--config=configs/pretrain.py:debug", f"--workdir={workdir}", *args],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  return run_binary("pretrain.py", "--config=configs/pretrain.py:debug", f"--workdir={workdir}",
+                    *args, expect_ok=False, timeout=timeout)
 
 
 def _losses(workdir):

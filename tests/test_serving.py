@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,27 +23,16 @@ from decoupled_jax import export, inference  # noqa: E402
 from decoupled_jax.serving import msgpack_numpy, protocol  # noqa: E402
 from decoupled_jax.serving.client import RemotePolicy  # noqa: E402
 from decoupled_jax.serving.server import PolicyServer  # noqa: E402
+from helpers import REPO, frames, free_port, openpi_client, stack, train_debug_policy  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 60.0
-
-
-def _openpi():
-  return pytest.importorskip("openpi_client.websocket_client_policy")
 
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A real stage-2 (mode=normal, debug-size DP-MLP, DDIM-4) checkpoint on synthetic demos."""
-  from test_binaries import run_binary, synthetic_demos
-  d = tmp_path_factory.mktemp("serving")
-  data = synthetic_demos(str(d / "demos.hdf5"))
-  workdir = d / "run"
-  run_binary("train.py", "--config=" + os.path.join(REPO, "configs/train.py") + ":mode=normal,debug",
-             f"--config.data.dataset={data}", "--config.eval.num_episodes=0",
-             f"--workdir={workdir}")
-  return str(workdir / "checkpoints")
+  return train_debug_policy(tmp_path_factory.mktemp("serving"))
 
 
 def fresh_runner(ckpt, **kw):
@@ -61,21 +49,6 @@ def server(trained):
   srv = PolicyServer(fresh_runner(trained), host="127.0.0.1", port=0).start(timeout=300)
   yield srv
   srv.stop()
-
-
-def frames(runner, n, seed=0):
-  """n single observation frames {key: (*shape)} (plausible ranges, float32)."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(n):
-    out.append({k: rng.uniform(-0.5, 0.5, runner.obs_shapes[k]).astype(np.float32)
-                for k in runner.obs_keys})
-  return out
-
-
-def stack(*fs):
-  """(1, len(fs), *shape) per key: the batch the in-process runner takes."""
-  return {k: np.stack([f[k] for f in fs])[None] for k in fs[0]}
 
 
 def recv_bounded(conn, timeout=TIMEOUT):
@@ -174,7 +147,7 @@ def test_export_refuses_non_empty_output_atomically(trained, tmp_path):
 
 # ----------------------------------------------------------------------------- openpi client
 def test_openpi_client_history_and_seeds_match_in_process(server, reference):
-  client = _openpi().WebsocketClientPolicy(f"ws://127.0.0.1:{server.port}")
+  client = openpi_client().WebsocketClientPolicy(f"ws://127.0.0.1:{server.port}")
   md = client.get_server_metadata()
   assert md["obs_keys"] == list(reference.obs_keys) and md["n_obs_steps"] == reference.n_obs
   assert md["n_action_steps"] == reference.n_act and md["task"] == "Lift"
@@ -203,7 +176,7 @@ def test_openpi_client_history_and_seeds_match_in_process(server, reference):
 
 
 def test_concurrent_clients_keep_their_own_history(server, reference):
-  openpi = _openpi()
+  openpi = openpi_client()
   clients = [openpi.WebsocketClientPolicy(f"ws://127.0.0.1:{server.port}") for _ in range(3)]
   eps = [frames(reference, 3, seed=10 + i) for i in range(3)]
   results = [[None] * 3 for _ in clients]
@@ -228,7 +201,7 @@ def test_concurrent_clients_keep_their_own_history(server, reference):
 
 
 def test_bad_requests_get_an_error_and_the_connection_survives(server, reference):
-  client = _openpi().WebsocketClientPolicy(f"ws://127.0.0.1:{server.port}")
+  client = openpi_client().WebsocketClientPolicy(f"ws://127.0.0.1:{server.port}")
   f = frames(reference, 2, seed=3)
   client.infer(dict(f[0], reset=True, seed=1, step=0))
   nan = dict(f[1], object=np.full(10, np.nan, np.float32))
@@ -386,17 +359,13 @@ def test_concurrent_requests_are_batched_without_mixing_rows():
 
 
 # ----------------------------------------------------------------------------- binaries
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_serve_binary_from_export(trained, reference, tmp_path):
   out = export.export_policy(trained, str(tmp_path / "exp"))
-  port = _free_port()
+  port = free_port()
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "serve.py"),
-                           f"--export={out}", f"--port={port}", "--host=127.0.0.1"],
+                           f"--export={out}", f"--port={port}", "--host=127.0.0.1",
+                           # the head overrides (typed sections), here the policy's own DDIM-4
+                           "--sampler=ddim", "--inference_steps=4"],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:
     deadline = time.monotonic() + 300
@@ -409,7 +378,7 @@ def test_serve_binary_from_export(trained, reference, tmp_path):
         pass
       assert time.monotonic() < deadline, "server did not come up"
       time.sleep(0.5)
-    client = _openpi().WebsocketClientPolicy("127.0.0.1", port)
+    client = openpi_client().WebsocketClientPolicy("127.0.0.1", port)
     md = client.get_server_metadata()   # names the policy, never where it lives
     assert md["source"] == "export" and md["policy"] == os.path.basename(out)
     assert out not in repr(md) and str(tmp_path) not in repr(md)

@@ -18,6 +18,7 @@ from decoupled_jax.data import robomimic_hdf5 as rh  # noqa: E402
 from decoupled_jax.sim import evaluator, frames  # noqa: E402
 from decoupled_jax.sim import demos as generate_demos  # noqa: E402
 from decoupled_jax.sim import robosuite_env as rse  # noqa: E402
+from helpers import make_random_policy  # noqa: E402
 
 TASKS = ["Lift", "Stack", "NutAssemblySquare", "PickPlaceCan"]
 LOW_DIM = list(rse.LOW_DIM_KEYS)
@@ -171,7 +172,7 @@ def test_frames_hold_still():
 
 def test_evaluator_inline_random_policy(tmp_path):
   calls = []
-  base = evaluator.make_random_policy(horizon=8)
+  base = make_random_policy(horizon=8)
 
   def policy(obs):
     calls.append({k: v.copy() for k, v in obs.items()})

@@ -220,7 +220,9 @@ def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(m
   docs/method.md §1.1), which differs by design."""
   from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
   from decoupled_jax.errors import CheckpointError
-  from decoupled_jax.pipelines import finetune
+  from decoupled_jax.benchmarks import base
+  from decoupled_jax.benchmarks.base import TaskData
+  from decoupled_jax.data.episodes import EpisodeData
   cfg = config_lib.finetune_config("decoupled")
   cfg.stage1_checkpoint = "/stage1/checkpoints"
   lo, hi = (np.asarray(b, np.float32) for b in cfg.data.position_box)
@@ -229,11 +231,13 @@ def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(m
   meta = {"stage": "pretrain", "normalizer": theirs.to_dict(),
           "config": {"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
                      "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}}}
-  monkeypatch.setattr(finetune.ckpt_lib, "load_meta", lambda path: meta)
+  monkeypatch.setattr(base.ckpt_lib, "load_meta", lambda path: meta)
+  data = TaskData(EpisodeData({"actions": np.zeros((4, 10), np.float32)}, np.array([4])),
+                  ours, task="Lift")
   with pytest.raises(CheckpointError, match="config.data.position_box"):
-    finetune.check_stage1_checkpoint(cfg, ours)
+    base.check_stage1_checkpoint(cfg, data)
   meta["config"]["data"]["normalization"] = "paper"
-  assert finetune.check_stage1_checkpoint(cfg, ours) is meta
+  assert base.check_stage1_checkpoint(cfg, data) is meta
   meta["config"]["data"]["horizon"] = int(cfg.data.horizon) + 1   # still checked
   with pytest.raises(CheckpointError, match="data.horizon"):
-    finetune.check_stage1_checkpoint(cfg, ours)
+    base.check_stage1_checkpoint(cfg, data)

@@ -80,6 +80,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from decoupled_jax import util
 from decoupled_jax.data.episodes import EpisodeData, mask_indices
 from decoupled_jax.data.robomimic_hdf5 import DatasetError, check_action_convention, check_field
 
@@ -116,20 +117,11 @@ def _pa():
 
 
 # ----------------------------------------------------------------------------- writing
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def _write_json(path: str, obj, lines: bool = False) -> None:
   if lines:
-    text = "".join(json.dumps(o) + "\n" for o in obj)
+    util.write_jsonl(path, obj, makedirs=True)
   else:
-    text = json.dumps(obj, indent=2)
-  _write_bytes_atomic(path, text.encode())
+    util.write_json(path, obj, indent=2, makedirs=True)
 
 
 def encode_video(frames: np.ndarray, path: str, fps: int, crf: int = 18,
@@ -287,11 +279,14 @@ def _export_target(episodes: EpisodeData, out_dir: str, env_args, task, overwrit
   None when `out_dir` already holds a finished dataset that is kept (no `overwrite`)."""
   attrs = dict(episodes.attrs)
   env_args = dict(env_args if env_args is not None else attrs.get("env_args") or {})
-  if attrs.get("action_convention", "absolute") != "absolute":
-    raise DatasetError(f"{episodes.source}: refusing to export "
-                       f"{attrs.get('action_convention')!r} actions; convert to absolute first")
-  if "actions" not in episodes.fields or episodes.fields["actions"].shape[1:] != (7,):
-    raise DatasetError(f"{episodes.source}: export needs 'actions' of shape (N, 7)")
+  conv = attrs.get("action_convention", "absolute")
+  if conv not in ("absolute", "joint_pos"):
+    raise DatasetError(f"{episodes.source}: refusing to export {conv!r} actions; convert to "
+                       f"absolute first")
+  act = episodes.fields.get("actions")
+  if act is None or act.ndim != 2 or (conv == "absolute" and act.shape[1:] != (7,)):
+    raise DatasetError(f"{episodes.source}: export needs 'actions' of shape (N, 7) (absolute "
+                       f"end-effector targets) or (N, D) with action_convention 'joint_pos'")
   if os.path.exists(os.path.join(out_dir, "meta", "info.json")):
     if not overwrite:
       return None
@@ -314,7 +309,7 @@ def _staging(out_dir: str, fp: str) -> str:
   if os.path.exists(tmp) and (not os.path.exists(fp_path) or open(fp_path).read() != fp):
     shutil.rmtree(tmp)   # left over from another input or settings: start over
   os.makedirs(os.path.join(tmp, ".episodes"), exist_ok=True)
-  _write_bytes_atomic(fp_path, fp.encode())
+  util.write_bytes(fp_path, fp.encode(), makedirs=True)
   return tmp
 
 
@@ -1154,8 +1149,10 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   filter_keys = mask_indices(masks or attrs.get("masks"), names)
   _write_json(os.path.join(tmp, OURS), {
       "format": "decoupled_jax.lerobot.v3", "env_args": env_args,
-      "action_convention": "absolute",
-      "action_space": "absolute [pos(3), axis-angle(3), gripper] of the grip site, world frame",
+      "action_convention": attrs.get("action_convention", "absolute"),
+      "action_space": ("absolute joint positions + gripper(s)"
+                       if attrs.get("action_convention") == "joint_pos" else
+                       "absolute [pos(3), axis-angle(3), gripper] of the grip site, world frame"),
       "columns": columns,
       "fields": {k: {"dtype": str(v.dtype), "shape": list(v.shape[1:])}
                  for k, v in episodes.fields.items()},

@@ -47,7 +47,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -199,6 +199,12 @@ def check_action_convention(env_args: Mapping, path: str, *, file_convention: st
                               f"[pos, axis-angle, gripper], record it ({declare}), else "
                               f"convert them", e.missing_key) from None
   if info is None:
+    if expected == "any":
+      return str(file_convention)
+    if file_convention == "joint_pos":
+      raise DatasetError(f"{where}: the actions are joint positions (action_convention="
+                         f"'joint_pos'), not end-effector targets; train on them with "
+                         f"config.benchmark='dataset' and config.robot.action_space='joint_pos'")
     if file_convention not in CONVENTIONS:
       raise DatasetError(f"{where}: action_convention={file_convention!r} is neither 'absolute' "
                          f"nor 'delta'")
@@ -307,30 +313,6 @@ def _write_masks(f: h5py.File, masks: Mapping[str, Sequence[str]]):
     grp.create_dataset(k, data=np.array([n.encode() for n in names], dtype="S"))
 
 
-def write_robomimic_hdf5(path: str, demos: Iterable[Mapping], env_args: Mapping, *,
-                         valid_fraction: float = 0.1,
-                         masks: Mapping[str, Sequence[str]] | None = None,
-                         action_convention: str = "absolute") -> int:
-  """Write demos as data/demo_0..N-1 atomically; returns the number of demos.
-
-  `action_convention` is recorded when env_args name no controller (else env_args decide).
-  """
-  tmp = _atomic_target(path)
-  names, total = [], 0
-  with h5py.File(tmp, "w") as f:
-    data = f.create_group("data")
-    for i, demo in enumerate(demos):
-      name = f"demo_{i}"
-      total += _write_demo_group(data.create_group(name), demo)
-      names.append(name)
-    data.attrs["total"] = total
-    data.attrs["env_args"] = json.dumps(env_args)
-    _stamp_convention(data, env_args, action_convention, path)
-    _write_masks(f, masks if masks is not None else _split(names, valid_fraction))
-  os.replace(tmp, path)
-  return len(names)
-
-
 def merge_shards(shard_paths: Sequence[str], out_path: str, env_args: Mapping | None = None, *,
                  valid_fraction: float = 0.1, names: Sequence[str] | None = None,
                  masks: Mapping[str, Sequence[str]] | None = None,
@@ -411,9 +393,6 @@ def demo_names(f: h5py.File, path: str, filter_key: str | None) -> list[str]:
   return names
 
 
-_demo_names = demo_names   # backwards-compatible private name
-
-
 def file_env_args(f: h5py.File, path: str = "<hdf5>") -> dict:
   """env_args of a robomimic file, or rebuilt from a robosuite collection file's env/env_info
   (then with '_origin' naming that attribute, for error messages)."""
@@ -433,11 +412,6 @@ def file_env_args(f: h5py.File, path: str = "<hdf5>") -> dict:
   except (json.JSONDecodeError, TypeError) as e:
     raise DatasetError(f"{path}: data attrs env_args/env_info are not valid JSON ({e})") from e
   return {}
-
-
-def read_env_args(path: str) -> dict:
-  with _open(path) as f:
-    return file_env_args(f, path)
 
 
 def file_action_convention(f: h5py.File) -> str | None:

@@ -183,7 +183,7 @@ def convention_hint(e: ConventionUnknown, path: str, fmt: str) -> ConventionUnkn
 def load_episodes(path: str, obs_keys: Sequence[str], *, format: str = "robomimic",  # noqa: A002
                   key_map: Mapping[str, str] | None = None, filter_key: str | None = None,
                   load_images: bool = True, action_convention: str | None = None,
-                  lazy_images: bool = False) -> EpisodeData:
+                  lazy_images: bool = False, joint_actions: int | None = None) -> EpisodeData:
   """Load episodes of `path` (any of FORMATS) as `EpisodeData` keyed by policy keys.
 
   `filter_key`: robomimic mask name; for RLDS a recorded filter key or a split name; for
@@ -191,8 +191,13 @@ def load_episodes(path: str, obs_keys: Sequence[str], *, format: str = "robomimi
   keys. `lazy_images` (robomimic HDF5 only) reads image frames from the file on demand
   (`data/lazy.py`) instead of loading them. See the module docstring for `key_map` and
   `action_convention`.
+  `joint_actions=n`: the actions are n-D absolute joint positions + gripper(s) (a
+  `joint_pos` robot, `config.robot.action_space`), not end-effector targets: their width is
+  checked instead of the 7-D layout and no absolute/delta declaration is needed.
   """
   fmt = str(format or "robomimic")
+  if joint_actions is not None:
+    action_convention = "any"
   if fmt not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
   filter_key = filter_key or None
@@ -211,7 +216,12 @@ def load_episodes(path: str, obs_keys: Sequence[str], *, format: str = "robomimi
     v = raw.fields[spec.base]
     fields[k] = spec.apply(v, f"{path}: every episode")
   act = fields[ACTIONS]
-  if act.ndim != 2 or act.shape[-1] != 7:
+  if joint_actions is not None:
+    if act.ndim != 2 or act.shape[-1] != int(joint_actions):
+      raise DatasetError(f"{path}: key '{specs[ACTIONS].text}' (actions): expected "
+                         f"{int(joint_actions)}-D joint-position actions (the robot's joints + "
+                         f"grippers) per frame, got shape {act.shape[1:]}")
+  elif act.ndim != 2 or act.shape[-1] != 7:
     src = specs[ACTIONS].text
     raise DatasetError(f"{path}: key '{src}' (actions): expected 7-D env actions [pos, "
                        f"axis-angle, gripper] per frame, got shape {act.shape[1:]}")
@@ -535,17 +545,3 @@ def convert(input_path: str, output: str, *, to: str, input_format: str | None =
   return lerobot.export_lerobot_v3(data, output, masks=masks, source=input_path, images=images,
                                    crf=crf, overwrite=overwrite, progress=progress,
                                    fps=int(data.attrs.get("fps") or 20), **lerobot_kw)
-
-
-def export_robomimic(input_path: str, output: str, *, to: str, filter_key: str | None = None,
-                     num_demos: int | None = None, images: str = "video", crf: int = 18,
-                     load_images: bool = True, overwrite: bool = False,
-                     lerobot_version: str = "v3.0") -> str:
-  """Export a robomimic HDF5 file (absolute actions, with observations) as RLDS (`to='rlds'`)
-  or LeRobot (`to='lerobot'`, v3.0 unless `lerobot_version='v2.1'`): `convert` from HDF5.
-  Returns the written directory (RLDS: the version dir)."""
-  if to not in ("rlds", "lerobot"):
-    raise ValueError(f"to must be 'rlds' or 'lerobot', got {to!r}")
-  return convert(input_path, output, to=to, input_format="robomimic", filter_key=filter_key,
-                 num_demos=num_demos, images=images, crf=crf, load_images=load_images,
-                 overwrite=overwrite, lerobot_version=lerobot_version)

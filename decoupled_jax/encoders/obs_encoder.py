@@ -93,10 +93,6 @@ class ObservationEncoder(nn.Module):
   stage_widths: tuple[int, ...] = RESNET18_STAGE_WIDTHS   # each camera's ResNet-18 trunk
   compute_dtype: str = "float32"   # the features' dtype (mixed precision, training/policy.py)
 
-  def output_dim(self, lowdim_dims: Mapping[str, int]) -> int:
-    """Per-step feature size given each low-dim key's trailing size."""
-    return self.feature_dim * len(self.image_keys) + sum(int(lowdim_dims[k]) for k in self.lowdim_keys)
-
   @nn.compact
   def __call__(self, obs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
     keys = tuple(self.image_keys) + tuple(self.lowdim_keys)

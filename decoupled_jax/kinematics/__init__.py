@@ -12,11 +12,36 @@ site); orientation = the grip site's (robot0_eef_quat_site, the absolute-action 
 default, or site='hand' for robot0_eef_quat (right_hand body); quaternions xyzw. See panda.py.
 Other robots: the frame of config.robot.base (default the MJCF's world). See robot.py.
 Set XLA_FLAGS=--xla_cpu_use_fusion_emitters=false before importing jax when using MJX on CPU.
+
+`SIGNALS` (the stage-1 condition) is defined here, the one home of the package's constants that
+the config schema re-exports (`config_lib.SIGNALS`); so importing this package stays light and
+the names below are loaded from their modules on first use (jax and mujoco only then).
 """
-from decoupled_jax.kinematics.panda import (  # noqa: F401
-    BASE_POS, INIT_QPOS, PandaInfo, fk_cpu, fk_mjx, fk_tree, hand_to_site_rotation,
-    kinematics_tree, load_panda_kinematics, put_mjx_model)
-from decoupled_jax.kinematics.robot import (  # noqa: F401
-    Robot, RobotInfo, RobotSpec, fk_cpu_sites, fk_mjx_sites, fk_tree_sites, load_robot)
-from decoupled_jax.kinematics.trajectories import (  # noqa: F401
-    FKWindowConfig, FKWindowSampler, make_fk_window_sampler, sample_fk_windows)
+import importlib
+
+SIGNALS = ("jp", "eepose", "none")   # stage-1 condition (docs/method.md §1.3)
+
+_EXPORTS = {
+    "panda": ("BASE_POS", "INIT_QPOS", "PandaInfo", "fk_cpu", "fk_mjx", "fk_tree",
+              "hand_to_site_rotation", "kinematics_tree", "load_panda_kinematics",
+              "put_mjx_model"),
+    "robot": ("Robot", "RobotInfo", "RobotSpec", "fk_cpu_sites", "fk_mjx_sites", "fk_tree_sites",
+              "load_robot"),
+    "trajectories": ("FKWindowConfig", "FKWindowSampler", "make_fk_window_sampler",
+                     "sample_fk_windows"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = ["SIGNALS", *_HOME]
+
+
+def __getattr__(name):
+  module = _HOME.get(name)
+  if module is None:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_HOME))

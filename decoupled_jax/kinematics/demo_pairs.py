@@ -27,11 +27,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from decoupled_jax.config_lib import SIGNALS
 from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.robomimic_hdf5 import DatasetError
-from decoupled_jax.kinematics import panda
+from decoupled_jax.kinematics import SIGNALS, panda
 
 REQUIRED_OBS = ("robot0_joint_pos", "robot0_eef_pos", "robot0_eef_quat")
 _DIMS = {"robot0_joint_pos": 7, "robot0_eef_pos": 3, "robot0_eef_quat": 4}

@@ -51,11 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decoupled_jax.kinematics import panda
+from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN
+from decoupled_jax.kinematics import SIGNALS, panda
 from decoupled_jax.kinematics import robot as robot_lib
-
-from decoupled_jax.config_lib import SIGNALS  # noqa: E402  (one home: the config schema)
-from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN  # noqa: E402
 
 # The shared position-normalisation box (docs/method.md §6), as the generator's default.
 DEFAULT_WORKSPACE_BOX = (tuple(float(v) for v in ABCDEFGH_POS_MIN),
@@ -264,15 +262,6 @@ def _stack_grippers(grippers: list, qpos):
   if not grippers:
     return jnp.zeros(qpos.shape[:-1] + (0,), jnp.float32)
   return jnp.stack(grippers, axis=-1)
-
-
-def sample_joint_windows(rng, cfg: FKWindowConfig, info: robot_lib.RobotInfo, batch_size: int,
-                         params=None):
-  """Joint windows (B, H, nj) and gripper commands ((B, H) for one gripper, else (B, H, G))
-  [pure; jit with static cfg/info/B]. `params` (the FK model arrays) is needed when
-  `cfg.workspace_box` constrains via-points."""
-  qpos, grippers = _sample_joint_windows(rng, cfg, info, batch_size, params)
-  return qpos, _stack_grippers(grippers, qpos)
 
 
 def fk_sites(params, qpos, cfg: FKWindowConfig, info: robot_lib.RobotInfo):

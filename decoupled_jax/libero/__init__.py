@@ -10,7 +10,11 @@ library's). So this sub-package is split by side:
     experts.py   scripted experts from privileged object poses (LIBERO's delta OSC actions)
     demos.py     writing demonstrations in LIBERO's robomimic-style HDF5 layout
     runner.py    the paper's evaluation protocol against a served policy (policy server)
+    eval_main.py, demos_main.py   the binaries the library launches in the LIBERO venv
+                 (`python -m decoupled_jax.libero.eval_main` / `.demos_main`;
+                 experiments/libero_eval.py and libero_demos.py run the same `main`)
 
-  library side (the main venv): `pipelines/libero.py` (demos -> stage 1 -> stage 2 -> served
-  evaluation), `configs/libero.py`, `experiments/libero_chain.py`.
+  library side (the main venv): `benchmarks/libero.py` (both stages' data, the served
+  evaluation, the chain hooks), driven by `pipelines/paper.py`; `configs/libero.py`,
+  `experiments/libero_chain.py`.
 """

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from decoupled_jax.libero import suites
+from decoupled_jax.util import write_json
 
 PLACEMENT_TOL = 0.08        # m: settled object xy vs. the nearest bundled init state's
 CAMERA_KEYS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
@@ -233,9 +234,7 @@ def generate_task(suite: str, task_id: int, out_dir: str, num_demos: int, seed: 
           "seconds": round(time.time() - t0, 1), "seed": int(seed),
           "cameras": list(cameras), "image_size": int(image_size),
           "expert": experts.EXPERT_NAME}
-  with open(sidecar + ".tmp", "w") as f:
-    json.dump(info, f, indent=1)
-  os.replace(sidecar + ".tmp", sidecar)
+  write_json(sidecar, info, indent=1)
   if not info["complete"]:
     log(f"WARNING {suite} task {task_id}: only {successes}/{num_demos} demos after "
         f"{attempts} attempts")

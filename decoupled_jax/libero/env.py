@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -29,8 +29,6 @@ from decoupled_jax.libero import suites
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 NUM_OBJECTS = 2
-LOW_DIM_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_axis_angle": (3,),
-                  "robot0_gripper_qpos": (2,), "object_poses": (7 * NUM_OBJECTS,)}
 
 
 def quat2axisangle(quat) -> np.ndarray:
@@ -182,6 +180,3 @@ class LiberoTask:
       out[f"{cam}_image"] = np.ascontiguousarray(raw[f"{cam}_image"][::-1, ::-1])
     return out
 
-
-def make_task(suite: str, task_id: int, cameras: Optional[Sequence[str]] = None, **kw):
-  return LiberoTask(suite, task_id, cameras=tuple(cameras or ()), **kw)

@@ -165,12 +165,6 @@ class Scene:
       self._local[name] = (loc.min(0), loc.max(0))
     return self._local[name]
 
-  def obstacles(self, exclude=()) -> tuple[np.ndarray, np.ndarray]:
-    ids = [g for n, g in self.geoms.items() if n not in exclude]
-    if not ids:
-      return np.zeros((0, 3)), np.zeros((0, 3))
-    return self.geom_boxes(np.concatenate(ids))
-
   def obstacle_obbs(self, exclude=(), near=None, radius=np.inf):
     """Oriented boxes (centre (N,3), rotation (N,3,3), half size (N,3)) of the other geoms
     (those within `radius` of `near` when given)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Optional, Sequence
@@ -31,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from decoupled_jax.libero import suites
+from decoupled_jax.util import wilson_interval, write_json
 
 log = logging.getLogger("libero_runner")
 IMAGE_SUFFIX = "_image"
@@ -38,16 +38,6 @@ IMAGE_SUFFIX = "_image"
 
 class ServerGone(ConnectionError):
   pass
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  if n == 0:
-    return (0.0, 1.0)
-  p = successes / n
-  den = 1 + z * z / n
-  c = (p + z * z / (2 * n)) / den
-  h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-  return (max(0.0, c - h), min(1.0, c + h))
 
 
 class Client:
@@ -235,7 +225,7 @@ def evaluate(address: str, suite: str, task_ids: Sequence[int], out_dir: str, *,
         task.close()
     rows = [done[e] for e in range(episodes)]
     s = sum(bool(r["success"]) for r in rows)
-    lo, hi = wilson(s, episodes)
+    lo, hi = wilson_interval(s, episodes)
     per_task[tid] = {"task_id": tid, "instruction": rows[0].get("instruction", ""),
                      "episodes": episodes, "successes": s, "success_rate": s / episodes,
                      "ci95": [lo, hi], "errors": sum(1 for r in rows if r.get("error")),
@@ -246,12 +236,9 @@ def evaluate(address: str, suite: str, task_ids: Sequence[int], out_dir: str, *,
   summary = {"suite": suite, "tasks": per_task, "episodes": n, "successes": s,
              # the suite score: mean over tasks of the per-task rate (the paper's)
              "success_rate": float(np.mean([v["success_rate"] for v in per_task.values()])),
-             "ci95_pooled": list(wilson(s, n)), "eval_seed": eval_seed,
+             "ci95_pooled": list(wilson_interval(s, n)), "eval_seed": eval_seed,
              "max_steps": int(max_steps) or suites.MAX_STEPS[suite],
              "reconnects": client.reconnects, "server": {k: md.get(k) for k in (
                  "task", "backbone", "mode", "step") if k in md}}
-  tmp = os.path.join(sdir, "summary.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(tmp, os.path.join(sdir, "summary.json"))
+  write_json(os.path.join(sdir, "summary.json"), summary, indent=1)
   return summary

@@ -1,15 +1,23 @@
-"""The paper's experiment end to end, resumable (the library's main job):
+"""The chain driver of every benchmark, resumable (the library's main job; `make demo`, the
+paper tables, the LIBERO chain):
 
-  on-device FK data -> stage-1 pretraining -> demonstrations (generated or reused) ->
-  stage-2 decoupled and normal training (same seed and budget) -> closed-loop evaluation ->
-  results table (Markdown + results.json), plot, TensorBoard logs, rollout videos.
+  stage-1 pretraining (on-device FK data, a shipped expert, or a benchmark's own pairs) ->
+  demonstrations (generated or reused) -> stage-2 runs per (task, seed, mode) (same seed and
+  budget) -> evaluation -> results table (Markdown + results.json), plot, TensorBoard logs,
+  rollout videos, and the raw records of a table (`record_dir`, pipelines/records.py).
+
+What differs per benchmark (`config.stage2.benchmark`: robosuite tasks or LIBERO suites) is
+its chain hooks in `decoupled_jax/benchmarks/` (`chain_demos`, `chain_stage2`, `chain_notes`);
+the reuse / resume / lock logic below is the same for all. Modes: normal, decoupled,
+random_frozen, oracle, and `decoupled_<arm>`: decoupled on the chain's `stage1_<arm>` (e.g.
+LIBERO's `decoupled_fk` on generated FK data beside `decoupled` on LIBERO's own pairs).
 
 Every stage writes its outputs under `workdir` and is skipped when they already exist
 (a stage with checkpoints but no summary is resumed), so an interrupted run continues.
 Layout:
-  workdir/stage1/                 stage-1 run (checkpoints/, tensorboard/, summary.json)
-  workdir/demos/<Task>.hdf5       demonstrations (unless config.demos.dataset_dir points elsewhere)
-  workdir/<Task>/<mode>/          stage-2 runs (checkpoints/, tensorboard/, videos/, summary.json)
+  workdir/stage1[_<arm>]/         stage-1 runs (checkpoints/, tensorboard/, summary.json)
+  workdir/demos/                  demonstrations (unless config.demos.dataset_dir points elsewhere)
+  workdir/<task>/<mode>[_seed<s>]/  stage-2 runs (checkpoints/, tensorboard/, videos/, summary.json)
   workdir/results.{json,md,png}
 """
 from __future__ import annotations
@@ -22,7 +30,7 @@ import time
 import ml_collections
 import numpy as np
 
-from decoupled_jax import pretrained
+from decoupled_jax import benchmarks, pretrained, util
 from decoupled_jax.errors import ConfigError
 from decoupled_jax.pipelines import common, records, run
 from decoupled_jax.training import sharding
@@ -34,49 +42,44 @@ def _done(path: str) -> bool:
 
 
 def _resume_flag(run_dir: str) -> bool:
-  ckpt = os.path.join(run_dir, "checkpoints")
-  return os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
+  return bool(util.checkpoint_steps(os.path.join(run_dir, "checkpoints")))
 
 
-def run_stage1(config, workdir: str) -> dict:
-  run_dir = os.path.join(workdir, "stage1")
+def stage1_arm(mode: str) -> str | None:
+  """'' for mode 'decoupled' (config.stage1), '<arm>' for 'decoupled_<arm>'
+  (config.stage1_<arm>), None for the modes that load no stage 1."""
+  if mode == "decoupled":
+    return ""
+  return mode[len("decoupled_"):] if mode.startswith("decoupled_") else None
+
+
+def stage1_config(config, arm: str = ""):
+  return config.stage1 if not arm else config[f"stage1_{arm}"]
+
+
+def _stage1_on_demos(config, arm: str) -> bool:
+  """Whether the chain trains stage 1 `arm` on its demonstrations (not generated, not given)."""
+  if not arm and config.get("stage1_checkpoint", ""):
+    return False
+  c = stage1_config(config, arm)
+  return benchmarks.name_of(c) != "fk" or c.data.source == "demos"
+
+
+def run_stage1(config, workdir: str, arm: str = "", dataset: str = "", tasks=()) -> dict:
+  """The chain's stage-1 run `arm` in workdir/stage1[_<arm>] (reused when finished, resumed
+  when interrupted); a stage 1 on demonstrations gets the chain's `dataset` / `tasks`."""
+  run_dir = os.path.join(workdir, "stage1" + (f"_{arm}" if arm else ""))
   summary_path = os.path.join(run_dir, run.SUMMARY)
   if _done(summary_path):
-    logging.info("stage 1: reusing %s", summary_path)
+    logging.info("stage 1%s: reusing %s", f" ({arm})" if arm else "", summary_path)
     return json.load(open(summary_path))
-  c = ml_collections.ConfigDict(config.stage1.to_dict())
+  c = ml_collections.ConfigDict(stage1_config(config, arm).to_dict())
+  if benchmarks.name_of(c) == "libero":
+    c.data.dataset, c.data.suites = dataset, tuple(tasks)
+  elif c.data.source == "demos" and not c.data.dataset:
+    c.data.dataset = dataset
   c.progress = config.progress
   return run.run(c, run_dir, resume=_resume_flag(run_dir))
-
-
-def demos_for_task(config, out_dir: str, task: str) -> dict:
-  """`config.demos.dataset_dir/<Task>.hdf5` if set, else generated (once) into `out_dir`."""
-  d = config.demos
-  if d.dataset_dir:
-    path = os.path.join(d.dataset_dir, f"{task}.hdf5")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"config.demos.dataset_dir={d.dataset_dir} has no {task}.hdf5")
-    return {"task": task, "output": path, "reused": True}
-  path = os.path.join(out_dir, f"{task}.hdf5")
-  if _done(path) and _done(path + ".json"):
-    info = json.load(open(path + ".json"))
-    if info.get("written", 0) >= d.num_demos:
-      return dict(info, reused=True)
-  info = None
-  if sharding.is_primary():   # one process generates; the others wait for the file
-    from decoupled_jax.sim.demos import generate_task
-    info = generate_task(task, out_dir, num_demos=int(d.num_demos),
-                         num_workers=int(d.num_workers), images=bool(d.images),
-                         seed=int(d.seed), progress=bool(config.progress))
-  _barrier(f"demos_{task}")
-  return info if info is not None else dict(json.load(open(path + ".json")), reused=True)
-
-
-def _barrier(name: str) -> None:
-  import jax
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) -> str:
@@ -91,8 +94,10 @@ def run_stage2(config, workdir: str, task: str, mode: str, dataset: str, stage1_
     logging.info("%s/%s: reusing %s", task, mode, summary_path)
     return json.load(open(summary_path))
   c = ml_collections.ConfigDict(config.stage2.to_dict())
-  c.mode, c.data.dataset, c.data.task, c.seed = mode, dataset, task, int(seed)
-  c.stage1_checkpoint = stage1_ckpt if mode == "decoupled" else ""
+  benchmarks.stage2(c).chain_stage2(c, config, task, dataset)
+  c.mode = "decoupled" if stage1_arm(mode) is not None else mode
+  c.seed = int(seed)
+  c.stage1_checkpoint = stage1_ckpt if stage1_arm(mode) is not None else ""
   c.oracle_checkpoint = oracle_ckpt if mode == "oracle" else ""
   c.progress = config.progress
   return run.run(c, run_dir, resume=_resume_flag(run_dir))
@@ -135,12 +140,13 @@ def stage1_given(config) -> dict | None:
 
 def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) -> dict:
   """A results row from a stage-2 summary (and, for decoupled runs, the stage-1 summary)."""
-  e = s.get("eval", {})
-  pre = stage1 if mode == "decoupled" and stage1 else None
+  e = s.get("eval") or {}
+  pre = stage1 if stage1_arm(mode) is not None and stage1 else None
   return {
       "task": task, "mode": mode, "seed": seed, "backbone": s["backbone"],
-      "success_rate": e.get("success_rate"), "ci95": e.get("ci95"),
-      "episodes": e.get("num_episodes", 0), "mean_episode_length": e.get("mean_episode_length"),
+      "success_rate": e.get("success_rate"), "ci95": e.get("ci95", e.get("ci95_pooled")),
+      "episodes": e.get("num_episodes", e.get("episodes", 0)),
+      "mean_episode_length": e.get("mean_episode_length"),
       "trainable_params": s["num_trainable"], "total_params": s["num_params"],
       "train_steps": s["steps"], "train_wall_time_s": s["train_wall_time_s"],
       "last_loss": s.get("last_loss"),
@@ -151,13 +157,14 @@ def result_row(task: str, mode: str, seed: int, s: dict, stage1: dict | None) ->
       "stage1_eval": pre.get("eval") if pre else None,
       "stage1_name": pre.get("name") if pre else None,
       "run_dir": s.get("run_dir"),
+      **({"per_task": e["tasks"]} if "tasks" in e else {}),   # LIBERO: per-task successes
   }
 
 
 def _stage1_from_rows(rows: list[dict]) -> dict | None:
   """The stage-1 summary fields the page shows, from a decoupled run's (recorded) row."""
   for r in rows:
-    if r["mode"] == "decoupled" and r.get("stage1_eval") is not None:
+    if stage1_arm(r["mode"]) == "" and r.get("stage1_eval") is not None:
       return {"steps": r["stage1_steps"], "train_wall_time_s": r["stage1_wall_time_s"],
               "steps_per_s": r["stage1_steps_per_s"], "eval": r["stage1_eval"],
               "name": r.get("stage1_name")}
@@ -178,12 +185,13 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
       eval_path) else None
   successes = (sum(bool(e["success"]) for e in episodes) if episodes is not None
                else int(round((row["success_rate"] or 0) * row["episodes"])))
-  if row["mode"] != "decoupled":
+  arm = stage1_arm(row["mode"])
+  if arm is None:
     what = _NO_STAGE1.get(row["mode"], "none")
   elif pretrained.is_ref(row.get("stage1_name")):
     what = pretrained.describe(row["stage1_name"])
   else:
-    what = records.stage1_description(config.stage1.to_dict(), stage1)
+    what = records.stage1_description(stage1_config(config, arm).to_dict(), stage1)
   record = dict(row, chain=chain, table=table, fingerprint=fp, successes=successes,
                 code_version=records.code_version(), stage1=what)
   record.pop("run_dir", None)
@@ -195,7 +203,7 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
 def seed_summary(rows: list[dict]) -> list[dict]:
   """Per (task, mode): mean success over seeds, its spread, and the 95 % Wilson interval of
   all episodes pooled (seeds x episodes)."""
-  from decoupled_jax.sim.evaluator import wilson_interval
+  from decoupled_jax.util import wilson_interval
   cells = {}
   for r in rows:
     if r["success_rate"] is not None:
@@ -239,9 +247,11 @@ def markdown_table(rows: list[dict], stage1: dict) -> str:
   if not ev:
     return head + "\n".join(lines) + "\n"
   given = f"{stage1['name']}, " if stage1.get("name") else ""
+  what = ("delta actions (mm per step)" if stage1.get("benchmark") == "libero"
+          else "FK trajectories")
   foot = (f"\nStage 1 (shared by every decoupled run): {given}{stage1['steps']} steps in "
-          f"{stage1['train_wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out FK "
-          f"trajectories: position error {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
+          f"{stage1['train_wall_time_s']:.0f} s ({stage1['steps_per_s']:.1f} steps/s); held-out "
+          f"{what}: position error {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
           f"{ev['baseline_pos_err_mm']:.1f} mm), rotation error {ev['rot_err_deg']:.2f}° "
           f"(baseline {ev['baseline_rot_err_deg']:.2f}°).\n")
   return head + "\n".join(lines) + "\n" + foot
@@ -311,9 +321,7 @@ def _table(config, workdir: str) -> dict:
              "config": common.config_to_dict(config), "table": table}
   if sharding.is_primary():
     common.write_json(os.path.join(workdir, "results.json"), results)
-    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
-      f.write(table)
-    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+    util.write_text(os.path.join(workdir, "results.md"), table)
   return results
 
 
@@ -341,23 +349,25 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
   todo = [k for k in plan if k not in found]
   # An oracle run to train needs the normal run's checkpoints even when its record exists.
   need_ckpt = {(t, "normal", s) for (t, m, s) in todo if m == "oracle"}
-  demos = {}
-  for task in dict.fromkeys(t for (t, m, s) in todo + sorted(need_ckpt)):
+  bench = benchmarks.stage2(config.stage2)
+  arms = list(dict.fromkeys(stage1_arm(m) for (_, m, _) in todo if stage1_arm(m) is not None))
+  need = list(dict.fromkeys(t for (t, m, s) in todo + sorted(need_ckpt)))
+  if any(_stage1_on_demos(config, arm) for arm in arms) and config.tasks[0] not in need:
+    need.insert(0, config.tasks[0])   # a stage 1 on demonstrations reads the first task's
+  t = time.time()
+  demos = bench.chain_demos(config, demos_dir, need) if need else {}
+  timings["demos_s"] = time.time() - t
+  stage1s, stage1_ckpts = {}, {}
+  for arm in arms:
     t = time.time()
-    demos[task] = demos_for_task(config, demos_dir, task)
-    timings[f"demos_{task}_s"] = time.time() - t
-  stage1, stage1_ckpt = None, ""
-  if any(m == "decoupled" for (_, m, _) in todo) and config.get("stage1_checkpoint", ""):
-    stage1 = stage1_given(config)   # a shipped expert (pretrained:<name>) or a given run
-    stage1_ckpt = stage1["checkpoint_dir"]
-  elif any(m == "decoupled" for (_, m, _) in todo):   # the only mode that loads stage 1
-    t = time.time()
-    if config.stage1.data.source == "demos" and not config.stage1.data.dataset:
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.stage1.data.dataset = demos_for_task(config, demos_dir, config.tasks[0])["output"]
-    stage1 = run_stage1(config, workdir)
-    timings["stage1_s"] = time.time() - t
-    stage1_ckpt = stage1["checkpoint_dir"]
+    if not arm and config.get("stage1_checkpoint", ""):
+      stage1s[arm] = stage1_given(config)   # a shipped expert (pretrained:<name>) or a given run
+    else:
+      first = demos[config.tasks[0]]["output"] if demos else ""
+      stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=config.tasks)
+      timings[f"stage1{'_' + arm if arm else ''}_s"] = time.time() - t
+    stage1_ckpts[arm] = stage1s[arm]["checkpoint_dir"]
+  stage1 = stage1s.get("")
   rows, normal_ckpt = [], {}
   for key in plan:
     task, mode, seed = key
@@ -365,7 +375,9 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
       rows.append(dict(found[key], run_dir=None))
       continue
     t = time.time()
-    s = run_stage2(config, workdir, task, mode, demos[task]["output"], stage1_ckpt, seed,
+    arm = stage1_arm(mode)
+    s = run_stage2(config, workdir, task, mode, demos[task]["output"],
+                   stage1_ckpts.get(arm, "") if arm is not None else "", seed,
                    oracle_ckpt=normal_ckpt.get((task, seed), ""))
     s["run_dir"] = stage2_dir(workdir, task, mode, seed, len(config.seeds))
     timings[f"{task}_{mode}_seed{seed}_s"] = time.time() - t
@@ -374,24 +386,24 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
     if key in found:   # trained again only for its checkpoints: the record stays the result
       rows.append(dict(found[key], run_dir=None))
       continue
-    row = result_row(task, mode, seed, s, stage1)
+    row = result_row(task, mode, seed, s, stage1s.get(arm) if arm is not None else None)
     if recs is not None and sharding.is_primary():
-      _record(recs, config, chain, table or config.get("table", ""), row, fps[key], stage1)
+      _record(recs, config, chain, table or config.get("table", ""), row, fps[key],
+              stage1s.get(arm) if arm is not None else None)
     rows.append(row)
   stage1 = stage1 or _stage1_from_rows(rows)
   timings["total_s"] = time.time() - t0
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
              "config": common.config_to_dict(config),
              "recorded": sorted(f"{t}/{m}/seed{s}" for (t, m, s) in found)}
-  table = markdown_table(rows, stage1)
+  results.update({f"stage1_{a}": v for a, v in stage1s.items() if a})
+  table = markdown_table(rows, stage1) + bench.chain_notes(results)
   if len(config.seeds) > 1:
     results["summary"] = seed_summary(rows)
     table = summary_markdown(results["summary"]) + "\nPer seed:\n\n" + table
   if sharding.is_primary():
     common.write_json(os.path.join(workdir, "results.json"), results)
-    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
-      f.write(table)
-    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+    util.write_text(os.path.join(workdir, "results.md"), table)
     plot_results(workdir, rows, os.path.join(workdir, "results.png"))
   results["table"] = table
   return results

@@ -18,6 +18,8 @@ import subprocess
 import time
 from typing import Optional
 
+from decoupled_jax import util
+
 # Config values that cannot change a run's result (paths, progress bars) stay out of its
 # fingerprint, so a record matches the same run on another machine or in another workdir.
 _VOLATILE = ("progress", "data.dataset", "stage1_checkpoint", "oracle_checkpoint",
@@ -55,6 +57,30 @@ def _drop(d: dict, dotted: str) -> None:
   d.pop(leaf, None)
 
 
+def _legacy_sampling(d: dict) -> None:
+  """A stage-2 config without `data.sampling` (the run length is `train.epochs` alone since
+  the key went) is fingerprinted with the value the key had: 'epochs' when train.epochs > 0,
+  else 'uniform' — the same runs, so records made before still match."""
+  for value in list(d.values()):
+    if isinstance(value, dict):
+      _legacy_sampling(value)
+  data, train = d.get("data"), d.get("train")
+  if isinstance(data, dict) and isinstance(train, dict) and "epochs" in train \
+     and "sampling" not in data:
+    data["sampling"] = "epochs" if int(train["epochs"] or 0) > 0 else "uniform"
+
+
+def _legacy_benchmark(d: dict) -> None:
+  """A stage config on the benchmark its stage always had before `config.benchmark` existed
+  ('fk' for pretrain, 'robosuite' for finetune) is fingerprinted without the key, so records
+  made then still match (the runs are the same)."""
+  for value in list(d.values()):
+    if isinstance(value, dict):
+      _legacy_benchmark(value)
+  if (d.get("stage"), d.get("benchmark")) in (("pretrain", "fk"), ("finetune", "robosuite")):
+    d.pop("benchmark")
+
+
 def _legacy_robot(d: dict) -> None:
   """A stage-1 config with the default Panda `robot` section is fingerprinted in the form it
   had before `config.robot` existed (`data.fk.site`, the Panda's `workspace_std`): the same
@@ -73,6 +99,35 @@ def _legacy_robot(d: dict) -> None:
     fk["workspace_std"] = list(panda.WORKSPACE_STD)
 
 
+_HEAD_SECTIONS = ("diffusion", "flow")
+
+
+def _legacy_head(value):
+  """`value` with every typed head section (`type` + `diffusion` / `flow` sub-dicts,
+  heads.typed_head_config) in the flat form it had before the typed sections: `type`, every
+  DiffusionHead field, `flow_num_steps`, `time_scale`, `flow_clip_sample`; `clip_range` and
+  `num_noise_samples` (then shared by both heads) from the section of `type` (the values that
+  run used). Records made then still match (the runs are the same)."""
+  if isinstance(value, list):
+    return [_legacy_head(v) for v in value]
+  if not isinstance(value, dict):
+    return value
+  if (value.get("type") in _HEAD_SECTIONS and set(value) <= {"type", *_HEAD_SECTIONS}
+      and any(isinstance(value.get(s), dict) for s in _HEAD_SECTIONS)
+      and all(isinstance(value.get(s, {}), dict) for s in _HEAD_SECTIONS)):
+    diffusion, flow = value.get("diffusion", {}), value.get("flow", {})
+    own = diffusion if value["type"] == "diffusion" else flow
+    flat = {k: v for k, v in diffusion.items() if k not in ("clip_range", "num_noise_samples")}
+    flat.update({k: own[k] for k in ("clip_range", "num_noise_samples") if k in own})
+    for old, new in (("flow_num_steps", "num_steps"), ("time_scale", "time_scale"),
+                     ("flow_clip_sample", "clip_sample")):
+      if new in flow:
+        flat[old] = flow[new]
+    flat["type"] = value["type"]
+    return flat
+  return {k: _legacy_head(v) for k, v in value.items()}
+
+
 def fingerprint(*parts: dict) -> str:
   """sha256 (16 hex) of the given config dicts without their volatile values."""
   clean = []
@@ -81,7 +136,9 @@ def fingerprint(*parts: dict) -> str:
     for key in _VOLATILE:
       _drop(part, key)
     _legacy_robot(part)
-    clean.append(part)
+    _legacy_benchmark(part)
+    _legacy_sampling(part)
+    clean.append(_legacy_head(part))
   return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -147,19 +204,15 @@ class RunRecords:
     if episodes is not None:
       ep_path = self._episodes_path(record.get("chain", ""), record["task"], record["mode"],
                                     record["seed"])
-      tmp = ep_path + ".tmp"
-      with open(tmp, "w") as f:
-        for e in episodes:
-          f.write(json.dumps(e, sort_keys=True) + "\n")
-      os.replace(tmp, ep_path)
+      util.write_jsonl(ep_path, episodes, sort_keys=True)
       record["episodes_file"] = os.path.relpath(ep_path, self.directory)
     if metrics_path and os.path.exists(metrics_path):
       name = os.path.basename(self._episodes_path(record.get("chain", ""), record["task"],
                                                    record["mode"], record["seed"]))
       dst = os.path.join(self.directory, "metrics", name)
       os.makedirs(os.path.dirname(dst), exist_ok=True)
-      shutil.copyfile(metrics_path, dst + ".tmp")
-      os.replace(dst + ".tmp", dst)
+      with util.atomic_path(dst) as tmp:
+        shutil.copyfile(metrics_path, tmp)
       record["metrics_file"] = os.path.relpath(dst, self.directory)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
     with open(self.path, "a") as f:
@@ -172,7 +225,7 @@ class RunRecords:
 def summary_markdown(recs: list[dict]) -> str:
   """Per (chain, task, mode): seeds, successes / episodes pooled, the pooled 95 % Wilson
   interval, and each seed's rate — the table results pages quote, rebuilt from records."""
-  from decoupled_jax.sim.evaluator import wilson_interval
+  from decoupled_jax.util import wilson_interval
   cells: dict[tuple, list[dict]] = {}
   for r in recs:
     cells.setdefault((r.get("chain", ""), r["task"], r["mode"]), []).append(r)

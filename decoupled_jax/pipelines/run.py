@@ -1,8 +1,9 @@
 """Run one stage in a working directory: validate, lock, build, train, evaluate, summarise.
 
 Every training binary calls `run(config, workdir, resume=...)`. The stage is chosen by
-`config.stage`; adding a stage (e.g. a LIBERO or DROID stage 1) means a new module with a
-`make_stage(config) -> training.stage.Stage` and one line in `STAGE_BUILDERS`.
+`config.stage` (`pretrain` | `finetune`); what it trains on and how it is scored is the
+benchmark object `config.benchmark` names (`decoupled_jax/benchmarks/`): a new benchmark or
+robot is one object there, not a new stage.
 """
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ import logging
 import os
 
 from decoupled_jax import config_lib
-from decoupled_jax.pipelines import common, finetune, libero, pretrain
+from decoupled_jax.pipelines import common, finetune, pretrain
 from decoupled_jax.training import sharding, trainer
 from decoupled_jax.training.workdir import WorkdirLock
 
 STAGE_BUILDERS = {
     "pretrain": pretrain.make_stage,
     "finetune": finetune.make_stage,
-    "libero_pretrain": libero.make_pretrain_stage,
-    "libero_finetune": libero.make_finetune_stage,
 }
 SUMMARY = "summary.json"
 
@@ -40,7 +39,7 @@ def run(config, workdir: str, *, resume: bool = False, devices=None) -> dict:
     if primary and stage.final_evaluate is not None:
       ev = stage.final_evaluate(params, workdir, result.steps)
     summary = {
-        "stage": stage.name, "backbone": config.backbone.name,
+        "stage": stage.name, "benchmark": config.get("benchmark"), "backbone": config.backbone.name,
         "mode": stage.meta.get("mode"), "task": stage.meta.get("task"),
         "steps": result.steps, "train_wall_time_s": result.wall_time_s,
         "steps_per_s": result.steps_per_s, "compile_time_s": result.compile_time_s,

@@ -61,11 +61,12 @@ def _serve(argv):
   from decoupled_jax.serving.server import PolicyServer, policy_name
   f = flags.FLAGS
   logging.getLogger("websockets.server").setLevel(logging.WARNING)
-  overrides = {}
+  overrides = {"diffusion": {}, "flow": {}}   # typed head sections (heads.merge_head_config)
   if f.sampler:
-    overrides["sampler"] = f.sampler
+    overrides["diffusion"]["sampler"] = f.sampler
   if f.inference_steps:
-    overrides.update(num_inference_steps=f.inference_steps, flow_num_steps=f.inference_steps)
+    overrides["diffusion"]["num_inference_steps"] = f.inference_steps
+    overrides["flow"]["num_steps"] = f.inference_steps
   token = _read_token(f.token_file)
   if f.checkpoint:
     runner, meta = inference.load_policy(f.checkpoint, step=f.step, batch_size=f.batch_size,

@@ -68,6 +68,7 @@ PROTOCOL = "decoupled_jax.policy_server"
 PROTOCOL_VERSION = 1
 ACTION_DIM = 7
 ACTION_LAYOUT = "absolute env actions [pos(3), axis-angle(3), gripper(1)] (robosuite OSC_POSE)"
+JOINT_ACTION_LAYOUT = "absolute joint positions + gripper(s) (config.robot, joint_pos)"
 RESERVED_FIELDS = ("reset", "seed", "step")
 SEED_RANGE = (-2**63, 2**63 - 1)   # inclusive; what the runner takes as int64
 STEP_RANGE = (0, 2**32 - 1)        # inclusive; jax.random.fold_in takes uint32 data

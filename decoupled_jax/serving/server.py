@@ -108,6 +108,8 @@ def server_metadata(runner, extra: Optional[Mapping[str, Any]] = None) -> dict:
       "obs_dtypes": {k: str(runner.obs_dtypes[k]) for k in runner.obs_keys},
       "n_obs_steps": int(runner.n_obs), "n_action_steps": int(runner.n_act),
       "action_dim": protocol.ACTION_DIM, "action_layout": protocol.ACTION_LAYOUT,
+      **({"action_dim": int(runner.action_dim), "action_layout": protocol.JOINT_ACTION_LAYOUT}
+         if getattr(runner, "action_space", "ee_pose") == "joint_pos" else {}),
       "request_fields": list(protocol.RESERVED_FIELDS),
       "history": "per connection: send one frame per key (the server stacks the last "
                  "n_obs_steps; 'reset': true starts an episode) or the whole "

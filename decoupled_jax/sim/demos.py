@@ -17,7 +17,6 @@ each demo records its `seed` attribute (used by `evaluator.demo_initial_states`)
 from __future__ import annotations
 
 import glob
-import json
 import multiprocessing as mp
 import os
 import re
@@ -68,6 +67,7 @@ def generate_task(task: str, out_dir: str, *, num_demos: int, num_workers: int =
                   max_attempts: int = 0, valid_fraction: float = 0.1,
                   extra_steps_after_success: int = 0, progress: bool = True) -> dict:
   """Generate (or resume) demos for one task; returns a summary dict."""
+  from decoupled_jax import util
   from decoupled_jax.data import robomimic_hdf5
   from decoupled_jax.sim.robosuite_env import canonical_task
   task = canonical_task(task)
@@ -156,9 +156,7 @@ def generate_task(task: str, out_dir: str, *, num_demos: int, num_workers: int =
     ep = robomimic_hdf5.load_robomimic_hdf5(out_path, ["robot0_eef_pos"], load_images=False)
     lens = [int(x) for x in (ep.episode_ends - ep.episode_starts)]
     summary["demo_length"] = {"mean": sum(lens) / len(lens), "min": min(lens), "max": max(lens)}
-  with open(out_path + ".json.tmp", "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(out_path + ".json.tmp", out_path + ".json")
+  util.write_json(out_path + ".json", summary, indent=2)
   return summary
 
 

@@ -11,7 +11,7 @@ Policy contract:
   `seeds` is int64 (N,): the episode seed of row i; `steps` is int64 (N,): the number of env
   steps already taken in that episode when this chunk is requested (0 at the first call). A
   stochastic policy must draw row i's noise from (seeds[i], steps[i]) only (e.g. the JAX
-  runner's key fold_in(fold_in(base_key, seed), step); `make_random_policy` uses
+  runner's key fold_in(fold_in(base_key, seed), step); the tests' random policy uses
   np.random.default_rng((base_seed, seed, step))), never from call order or batch composition,
   so an episode does not depend on which other episodes share its batch or worker. Row i's
   actions must also be computed from row i alone, bitwise: XLA's batched kernels round
@@ -59,18 +59,18 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import time
 import traceback
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from decoupled_jax import util
 from decoupled_jax.sim.robosuite_env import EnvSpec, make_env_from_spec, make_spec
+from decoupled_jax.util import wilson_interval  # noqa: F401  (re-exported; its home is util)
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,6 @@ DEFAULT_SEED_BASE = 100000
 DEFAULT_TRAIN_SEED_BASE = 200000
 # max_steps = 2.5 x average demo length (docs/method.md §7.1 for Stack/Square; ours for Lift/Can).
 DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 270, "NutAssemblySquare": 383, "PickPlaceCan": 400}
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  """Wilson score interval for a binomial proportion k/n (95 % for z = 1.96)."""
-  if n <= 0:
-    return (0.0, 1.0)
-  p = k / n
-  denom = 1 + z * z / n
-  centre = (p + z * z / (2 * n)) / denom
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-  return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def state_sha1(state: np.ndarray) -> str:
@@ -447,41 +436,5 @@ def evaluate_policy(policy_fn: Callable[..., np.ndarray], task: str, *,
       "videos": videos, "episodes": eps,
   }
   if json_path:
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(out, f, indent=2)
-    os.replace(tmp, json_path)
+    util.write_json(json_path, out, indent=2, makedirs=True)
   return out
-
-
-def make_random_policy(horizon: int = 8, seed: int = 0) -> Callable[..., np.ndarray]:
-  """A policy jittering around the current pose (for smoke tests of the loop).
-
-  Row i's noise is drawn from np.random.default_rng((seed, seeds[i], steps[i])), so it is a
-  function of (episode seed, step) only (the evaluator's contract). Called without `seeds` /
-  `steps` (old callers), it falls back to one generator seeded with `seed`, advanced per call.
-  """
-  from decoupled_jax.sim import frames
-  fallback = np.random.default_rng(seed)
-
-  def policy(obs: Mapping[str, np.ndarray], seeds: np.ndarray | None = None,
-             steps: np.ndarray | None = None) -> np.ndarray:
-    pos = obs["robot0_eef_pos"][:, -1].astype(np.float64)
-    aa = frames.eef_quat_to_action_axis_angle(obs["robot0_eef_quat"][:, -1].astype(np.float64))
-    n = pos.shape[0]
-    a = np.concatenate([pos, aa, np.zeros((n, 1))], axis=-1)[:, None].repeat(horizon, 1)
-    if (seeds is None) != (steps is None):
-      raise ValueError("pass both `seeds` and `steps`, or neither")
-    if seeds is None:
-      rngs = [fallback] * n
-    else:
-      seeds, steps = np.asarray(seeds, np.int64), np.asarray(steps, np.int64)
-      if seeds.shape != (n,) or steps.shape != (n,):
-        raise ValueError(f"seeds/steps must have shape ({n},), got {seeds.shape}, {steps.shape}")
-      rngs = [np.random.default_rng((int(seed), int(sd), int(st))) for sd, st in zip(seeds, steps)]
-    for i, rng in enumerate(rngs):
-      a[i, :, :3] += rng.normal(0, 0.02, (horizon, 3))
-      a[i, :, 6] = rng.choice([-1.0, 1.0], horizon)
-    return a
-  return policy

@@ -467,6 +467,7 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
 
   import h5py
 
+  from decoupled_jax import util
   from decoupled_jax.data import robomimic_hdf5 as rh
   from decoupled_jax.sim.robosuite_env import canonical_task, make_env
 
@@ -549,9 +550,7 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
     if old != settings:
       shutil.rmtree(shard_dir)   # shards of another input or other settings
   os.makedirs(shard_dir, exist_ok=True)
-  with open(spath + ".tmp", "w") as fh:
-    json.dump(settings, fh)
-  os.replace(spath + ".tmp", spath)
+  util.write_json(spath, settings, indent=None)
 
   new_env_args = (delta_env_args(task, scaling) if to == "delta" else None)
   replayer = check_env = None
@@ -681,8 +680,6 @@ def convert_file(input_path: str, output_path: str, *, to: str = "absolute",
         "success": int(sum(r["success"] for r in checked)),
         "source_success": int(sum(r["source_success"] for r in checked)),
         "checked": len(checked)}
-  with open(output_path + ".json.tmp", "w") as fh:
-    json.dump(summary, fh, indent=2)
-  os.replace(output_path + ".json.tmp", output_path + ".json")
+  util.write_json(output_path + ".json", summary, indent=2)
   shutil.rmtree(shard_dir)
   return summary

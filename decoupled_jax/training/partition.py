@@ -18,7 +18,6 @@ from decoupled_jax.backbones.paths import matches_any
 FlatParams = dict[str, object]
 
 BACKBONE = "backbone"
-ENCODER = "encoder"
 FREEZE_MODES = ("none", "backbone")
 
 

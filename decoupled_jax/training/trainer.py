@@ -19,6 +19,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from decoupled_jax import util
 from decoupled_jax.backbones.paths import count_params
 from decoupled_jax.training import checkpoint as ckpt_lib
 from decoupled_jax.training import optimizer as opt_lib
@@ -125,9 +126,7 @@ def _train(config, workdir, stage, *, resume, devices, stop_at) -> TrainResult:
       with open(report_path) as f:
         report = json.load(f)
   elif sharding.is_primary():   # which leaves came from where (docs/method.md §2.1)
-    with open(report_path + ".tmp", "w") as f:
-      json.dump(dict(report, frozen=sorted(state.frozen)), f, indent=1)
-    os.replace(report_path + ".tmp", report_path)
+    util.write_json(report_path, dict(report, frozen=sorted(state.frozen)), indent=1)
   state = sharding.replicate(state, mesh)
   start = int(state.step)
 

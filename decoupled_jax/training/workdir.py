@@ -24,7 +24,9 @@ import sys
 import time
 from typing import Iterator, Optional
 
+from decoupled_jax import util
 from decoupled_jax.errors import DiskFullError, WorkdirLockedError
+from decoupled_jax.util import checkpoint_steps  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +109,7 @@ class MetricsLog:
     if bad:
       self._warn_torn(bad, len(good))
     if len(keep) != len(good) or bad or not ends_with_newline:
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(line + "\n" for line in keep)
-      os.replace(tmp, self.path)
+      util.write_text(self.path, "".join(line + "\n" for line in keep))
     return len(good) - len(keep)
 
   def write(self, row: dict) -> None:
@@ -172,14 +171,6 @@ def no_space(exc: BaseException) -> Optional[tuple[str, Optional[str]]]:
       paths = [m.group(1) for m in (p.search(text) for p in _TEXT_PATHS) if m]
       return _NO_SPACE[errno.EDQUOT if quota else errno.ENOSPC], (paths or [None])[0]
   return None
-
-
-def checkpoint_steps(checkpoint_dir: str) -> list[int]:
-  """Finished checkpoint steps (orbax renames a step's folder to its number only once every
-  file is written)."""
-  if not os.path.isdir(checkpoint_dir):
-    return []
-  return sorted(int(n) for n in os.listdir(checkpoint_dir) if n.isdigit())
 
 
 def disk_full(exc: BaseException, checkpoint_dir: Optional[str] = None,
