@@ -14,6 +14,7 @@ returning `base.Stage1Data`) and one entry below; the stages never branch on it.
 """
 from __future__ import annotations
 
+from decoupled_jax import config_lib
 from decoupled_jax.benchmarks import dataset, fk, libero, robosuite
 
 BENCHMARKS = {
@@ -34,8 +35,8 @@ def get(stage: str, benchmark: str):
 
 # The benchmark of a config written before `config.benchmark` existed (a shipped expert's or an
 # old checkpoint's): what its stage always meant.
-DEFAULTS = {"pretrain": "fk", "finetune": "robosuite", "libero_pretrain": "libero",
-            "libero_finetune": "libero"}
+DEFAULTS = {"pretrain": "fk", "finetune": "robosuite",
+            **{old: bench for old, (_, bench) in config_lib.LEGACY_STAGES.items()}}
 
 
 def name_of(config) -> str:

@@ -93,7 +93,7 @@ class PlainDataset(Stage2Benchmark):
     if data.action_space == "joint_pos" and list(theirs.get("joints", [])) != list(ours["joints"]):
       raise CheckpointError(
           f"config.stage1_checkpoint={config.stage1_checkpoint} was pretrained on joints "
-          f"{theirs.get('joints')} of {theirs.get('mjcf')}; this run's robot ({ours['mjcf']}) "
+          f"{theirs.get('joints')} of {theirs.get('name')}; this run's robot ({ours['name']}) "
           f"has {ours['joints']}")
     return meta
 
@@ -112,7 +112,7 @@ class PlainDataset(Stage2Benchmark):
     batch = sampler.get_batch(np.linspace(0, len(sampler) - 1, n).round().astype(np.int64))
     true = batch["actions"].astype(np.float64)
     mean_chunk = _mean_chunk(data.episodes, d)
-    info = robot_lib.load_robot(config.robot).info
+    nj = len(data.extra_meta["robot"]["joints"])   # the robot `load` read
     a, b = int(d.n_obs_steps) - 1, int(d.n_obs_steps) - 1 + int(d.n_action_steps)
 
     def score(pred):
@@ -120,7 +120,6 @@ class PlainDataset(Stage2Benchmark):
       for name, sl in (("", slice(a, b)), ("open_loop_", slice(None))):
         p, t = pred[:, sl], true[:, sl]
         if data.action_space == "joint_pos":
-          nj = info.num_joints
           out[f"{name}joint_abs_err"] = float(np.abs(p[..., :nj] - t[..., :nj]).mean())
           if p.shape[-1] > nj:
             out[f"{name}gripper_abs_err"] = float(np.abs(p[..., nj:] - t[..., nj:]).mean())
