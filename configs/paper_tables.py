@@ -4,8 +4,8 @@ r"""The paper's tables as resumable experiments (docs/results/), sized for a 2-c
 
 Every table runs the chain of configs/quickstart.py (stage 1 on generated FK data -> scripted
 demos -> stage 2 -> 50 test episodes per run) at CPU scale: DP-MLP narrowed to n_emb 128 x 4
-blocks (~0.5 M backbone params; the paper: 4.8 M), stage 1 4000 steps x 64 (the paper: 45 k x 256
-on demo pairs), 100 scripted demos per task (the paper: 1000 MimicGen demos), 3000 stage-2
+blocks (~0.5 M backbone params; the paper: 4.8 M), stage 1 16000 steps x 64 (the paper: 45 k x
+256 on demo pairs; 4000 until the gap study showed the expert too weak: docs/results/decoupled_gap.md), 100 scripted demos per task (the paper: 1000 MimicGen demos), 3000 stage-2
 steps x 64 with windows drawn with replacement (the paper: 50 shuffled epochs), lr 1e-3,
 DDIM-10 sampling at evaluation (the paper: DDPM-100). For accelerators: `paper_budget`
 selects the paper's budgets (docs/method.md §1.1, §2.3, §5, §10: stage 1 45 k steps x 256,
@@ -35,7 +35,11 @@ Tables (`table=`):
                                  part=oracle's decoupled arm; `stage1_steps=16000+32000`
                                  selects lengths);
                  part=data       decoupled on stage 1 from the task's demonstration pairs;
-                 part=width      normal and decoupled at the paper's DP-MLP size (256 x 8).
+                 part=width      normal and decoupled at the paper's DP-MLP size (256 x 8);
+                 part=final      normal vs decoupled on the closed gap: the shipped 16k expert
+                                 (configs/quickstart.py EXPERT), seeds 0/42/420, 150 episodes
+                                 per run (`tasks=Lift` for Lift).
+                 (part=oracle and part=data keep the 4k stage 1 they were measured with.)
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
                  decoupled, Lift, seeds 0/42 (1500 stage-2 steps, batch 32).
@@ -46,7 +50,9 @@ from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLES = ("main", "backbones", "signal", "conditioning", "observations", "normalization", "gap")
-GAP_PARTS = ("oracle", "scaling", "data", "width")
+GAP_PARTS = ("oracle", "scaling", "data", "width", "final")
+# Every table's stage-1 length (the gap study's oracle and data parts keep the 4k they measured).
+STAGE1_STEPS = 16_000
 # Raw records (runs.jsonl + per-episode outcomes) live in the repository, so a table resumes on
 # a fresh clone from what earlier machines measured (decoupled_jax/pipelines/records.py).
 RAW = os.path.join(os.path.dirname(HERE), "docs", "results", "raw")
@@ -56,6 +62,8 @@ def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
   arg = "debug" if a.debug else ("full_mlp" if a.full_mlp or a.full_size else None)
   c = config_lib.from_file(os.path.join(HERE, "quickstart.py"), arg)
   c.stage1_checkpoint = ""   # the tables train their stage 1 (the quickstart loads a shipped one)
+  if not a.debug:
+    c.stage1.train.num_steps, c.stage1.train.checkpoint_every = STAGE1_STEPS, 2000
   c.tasks, c.seeds, c.modes = tuple(tasks), tuple(seeds), tuple(modes)
   if a.debug:     # smoke-test size: one task, one seed, the debug presets
     c.tasks, c.seeds = c.tasks[:1], c.seeds[:1]
@@ -69,6 +77,12 @@ def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
     c.stage2.head.diffusion.sampler, c.stage2.head.diffusion.num_inference_steps = "ddpm", 100
     c.demos.num_demos = 1000
   return c
+
+
+def _stage1_4k(a, c):
+  """The stage-1 length the gap study's oracle and data parts were measured with."""
+  if not a.debug:
+    c.stage1.train.num_steps, c.stage1.train.checkpoint_every = 4000, 1000
 
 
 def _arch(c, arch, kwargs, cond="adaln_zero"):
@@ -130,8 +144,14 @@ def get_config(arg=None):
     t.description = f"decoupled vs normal on {'+'.join(can)}: {a.part}"
     if a.part == "oracle":
       t.chains.oracle = _chain(a, can, gap_seeds, modes=("normal", "decoupled", "oracle"))
+      _stage1_4k(a, t.chains.oracle)
+    elif a.part == "final":
+      c = t.chains.final = _chain(a, can, seeds or (0, 42, 420))
+      c.stage1_checkpoint = config_lib.from_file(os.path.join(HERE, "quickstart.py")).stage1_checkpoint
+      if not a.debug:
+        c.stage2.eval.num_episodes = 150
     elif a.part == "scaling":
-      # The 4k point is part=oracle's decoupled arm (the same stage 1 as every table's).
+      # The 4k point is part=oracle's decoupled arm.
       for steps in (int(n) for n in a.stage1_steps.split("+")):
         c = t.chains[f"stage1_{steps // 1000:02d}k"] = _chain(a, can, gap_seeds, modes=("decoupled",))
         if not a.debug:
@@ -140,6 +160,7 @@ def get_config(arg=None):
     elif a.part == "data":
       t.chains.demo_pairs = _chain(a, can, gap_seeds, modes=("decoupled",))
       t.chains.demo_pairs.stage1.data.source = "demos"   # the task's own demonstrations
+      _stage1_4k(a, t.chains.demo_pairs)   # the same length as part=oracle's FK stage 1
     else:
       a.full_mlp = not a.debug
       t.chains.paper_width = _chain(a, can, seeds or (0,))

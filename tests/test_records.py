@@ -86,7 +86,7 @@ def test_committed_gap_records_match_the_table_configs():
   from decoupled_jax.pipelines import paper
   path = os.path.join(REPO, "docs/results/raw/decoupled_gap/runs.jsonl")
   recs = [json.loads(line) for line in open(path) if line.strip()]
-  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width"}
+  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final"}
   assert recs
   for r in recs:
     part = "scaling" if r["chain"].startswith("stage1_") else parts[r["chain"]]
