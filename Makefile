@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= workdirs/quickstart
 
-.PHONY: setup demo test test-slow benchmark libero-env lerobot-env libero colab-archive clean
+.PHONY: setup demo test test-slow benchmark libero-env aloha-env lerobot-env libero colab-archive clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 demo: setup
 	MUJOCO_GL=egl $(PY) experiments/paper.py --config=configs/quickstart.py --workdir=$(WORKDIR)
 
-test: setup
+test: setup aloha-env
 	MUJOCO_GL=egl $(PY) -m pytest -q tests
 
 test-slow: setup
@@ -45,6 +45,23 @@ $(LIBERO_VENV)/.installed:
 	touch $@
 
 libero-env: $(LIBERO_VENV)/.installed
+
+# ALOHA (bimanual; gym-aloha's simulated tasks) in its own environment: gym-aloha pins
+# mujoco<3.9 and dm-control<1.1, which the library's environment cannot share (docs/aloha.md).
+# The simulator side speaks to our policies only through the policy server.
+ALOHA_VENV ?= .venv-aloha
+ALOHA_PY   := $(ALOHA_VENV)/bin/python
+
+$(ALOHA_VENV)/.installed:
+	$(PYTHON) -m venv $(ALOHA_VENV)
+	$(ALOHA_PY) -m pip install --upgrade pip
+	$(ALOHA_PY) -m pip install 'gym-aloha==0.1.5' 'h5py>=3.11' 'msgpack>=1.0' 'websockets>=11' pillow
+	# openpi-client pins numpy<2, which gym-aloha's stack does not need: its real deps are above.
+	$(ALOHA_PY) -m pip install --no-deps openpi-client==0.1.2
+	MUJOCO_GL=egl $(ALOHA_PY) -c "import gym_aloha, dm_control, h5py, openpi_client; from gym_aloha.tasks import sim, sim_end_effector; print('gym-aloha ok')"
+	touch $@
+
+aloha-env: $(ALOHA_VENV)/.installed
 
 # The real `lerobot` package (newest from PyPI; it brings torch) in its own environment, for the
 # slow tests that check our LeRobot v3.0 files against it (tests/test_lerobot_v3.py). LeRobot

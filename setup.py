@@ -70,7 +70,10 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["decoupled_jax", "decoupled_jax.*"]),
     # The pretrained stage-1 experts ship in the wheel (decoupled_jax/pretrained/<name>/).
-    package_data={"decoupled_jax.pretrained": ["*/*.safetensors", "*/*.json", "*/*.md"]},
+    package_data={"decoupled_jax.pretrained": ["*/*.safetensors", "*/*.json", "*/*.md"],
+                  # packaged robot models (config.robot.mjcf='aloha'): MJCF text only
+                  "decoupled_jax.kinematics": ["assets/*/*.xml", "assets/*/LICENSE",
+                                               "assets/*/README.md"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

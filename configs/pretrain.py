@@ -13,6 +13,8 @@ Arguments (comma-separated key=value after the colon):
   hdf5     path of a robomimic/MimicGen HDF5 for source=demos
   steps    number of train steps (0 = the preset's)
   batch    batch size (0 = the preset's)
+  robot    panda (built in) | aloha (the packaged bimanual ALOHA: 14-D joint_pos targets,
+           kinematics/robot.py packaged_robot_config)              (default panda)
   paper    the paper's budget (batch 256, 6 epochs of 1.93 M frames ~ 45 k steps, lr 1e-4)
   debug    tiny model and a few steps, for smoke tests
 
@@ -33,8 +35,11 @@ from decoupled_jax import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, arch="dp_mlp", cond="adaln_zero", head="diffusion",
                            signal="jp", source="generated", hdf5="", steps=0, batch=0,
-                           paper=False, debug=False)
+                           paper=False, debug=False, robot="panda")
   c = config_lib.pretrain_config(a.arch, a.cond, a.head, a.signal, a.source)
+  if a.robot != "panda":
+    from decoupled_jax.kinematics.robot import packaged_robot_config
+    c.robot = config_lib.ConfigDict(packaged_robot_config(a.robot))
   c.data.dataset = a.hdf5
 
   # The recipe, written out (docs/method.md §1, §5; AdamW betas and weight decay per backbone:

@@ -17,6 +17,7 @@ from absl import flags
 
 # Domain constants live in their packages (docs/architecture.md); re-exported here.
 from decoupled_jax.data.libero import LOWDIM_KEYS as LIBERO_LOWDIM_KEYS
+from decoupled_jax.data import aloha as aloha_data
 from decoupled_jax.errors import ConfigError
 from decoupled_jax.kinematics import SIGNALS  # noqa: F401  (the stage-1 condition)
 
@@ -29,7 +30,8 @@ CONDITIONINGS = ("adaln_zero", "adaln", "ada_rms_norm", "film", "additive", "cro
 STAGES = ("pretrain", "finetune")
 # config.benchmark per stage: the benchmark objects of decoupled_jax/benchmarks/ (a test keeps
 # the two in step).
-BENCHMARKS = {"pretrain": ("fk", "libero"), "finetune": ("robosuite", "libero", "dataset")}
+BENCHMARKS = {"pretrain": ("fk", "libero"),
+              "finetune": ("robosuite", "libero", "dataset", "aloha")}
 # Stage names of configs and checkpoints written before the benchmark objects.
 LEGACY_STAGES = {"libero_pretrain": ("pretrain", "libero"), "libero_finetune": ("finetune", "libero")}
 STAGE1_NORMALIZATIONS = ("ours", "paper")   # pretrain_config's data.normalization
@@ -50,6 +52,15 @@ LIBERO_ACTION_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))   # delta-action posit
 # The policy keys `config.data.key_map` can map (data/sources.py): every observation key a
 # policy takes, and 'actions'.
 KEY_MAP_KEYS = IMAGE_KEYS + KNOWN_LOWDIM_KEYS + ("actions",)
+# ALOHA (gym-aloha, docs/aloha.md; the dataset facts: data/aloha.py): the 14 joint positions
+# [left 6, left gripper, right 6, right gripper] (grippers normalised, 1 = open), their
+# velocities, the objects' poses from the simulator state (transfer_cube: the box 7; insertion:
+# peg + socket 14), the `top` camera.
+ALOHA_TASKS = aloha_data.TASKS
+ALOHA_LOWDIM_KEYS = ("qpos", "env_state")
+ALOHA_KNOWN_LOWDIM_KEYS = ("qpos", "qvel", "env_state")
+ALOHA_IMAGE_KEYS = ("top_image",)
+ALOHA_KEY_MAP_KEYS = ALOHA_IMAGE_KEYS + ALOHA_KNOWN_LOWDIM_KEYS + ("actions",)
 
 
 class KeyMapKeyError(ConfigError, flags.Error):
@@ -378,6 +389,39 @@ def dataset_config(mode: str = "decoupled", arch: str = "dp_mlp",
   return c
 
 
+def aloha_config(mode: str = "decoupled", arch: str = "dp_mlp", obs: str = "lowdim",
+                 fmt: str = "robomimic") -> ConfigDict:
+  """Stage 2 on bimanual ALOHA (benchmark 'aloha', benchmarks/aloha.py, docs/aloha.md): a
+  gym-aloha task's demonstrations (data.dataset: our HDF5 from `decoupled_jax.aloha.demos_main`
+  with fmt='robomimic', or LeRobot v3.0 in the layout of LeRobot's published aloha_sim_*
+  datasets with fmt='lerobot'), 14-D joint_pos actions of the packaged robot (the key map
+  reorders gym-aloha's action into the robot's order), closed-loop evaluation by the ALOHA
+  runner in its venv against the served policy."""
+  from decoupled_jax.kinematics.robot import packaged_robot_config
+  c = finetune_config(mode, arch)
+  c.benchmark = "aloha"
+  c.data.task = "transfer_cube"     # one of ALOHA_TASKS
+  c.data.format = fmt
+  c.data.key_map = key_map_config(ALOHA_KEY_MAP_KEYS)
+  c.data.key_map.update(aloha_data.aloha_key_map(fmt))
+  if obs == "image":
+    c.data.image_keys, c.data.lowdim_keys = ALOHA_IMAGE_KEYS, ("qpos",)
+  elif obs == "lowdim":
+    c.data.image_keys, c.data.lowdim_keys = (), ALOHA_LOWDIM_KEYS
+  else:
+    raise ConfigError(f"obs must be 'lowdim' or 'image', got {obs!r}")
+  c.robot = ConfigDict(packaged_robot_config("aloha"))
+  del c.eval
+  c.eval = ConfigDict()
+  c.eval.num_episodes = 50          # closed-loop episodes (object poses from seeds 100000 + i)
+  c.eval.num_videos = 2
+  c.eval.max_steps = 400            # ACT's simulated episode length (50 Hz: 8 s)
+  c.eval.eval_seed = 0              # the policy's sampling-noise seed
+  # The ALOHA venv's interpreter (`make aloha-env`); '' = <repo>/.venv-aloha/bin/python
+  c.eval.aloha_python = ""
+  return c
+
+
 def debug_backbone_kwargs(arch: str) -> dict:
   """Tiny sizes of each backbone for smoke tests (same code paths, seconds to compile)."""
   if arch == "dp_c":
@@ -452,7 +496,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
   _positive(c, "data.horizon")
   {("pretrain", "fk"): _validate_pretrain, ("pretrain", "libero"): _validate_libero_pretrain,
    ("finetune", "robosuite"): _validate_finetune, ("finetune", "dataset"): _validate_dataset,
-   ("finetune", "libero"): _validate_libero_finetune}[(c.stage, c.benchmark)](c)
+   ("finetune", "libero"): _validate_libero_finetune,
+   ("finetune", "aloha"): _validate_aloha}[(c.stage, c.benchmark)](c)
 
 
 def _check_box(c):
@@ -467,10 +512,10 @@ def _check_box(c):
           f"max > min, got {box}")
 
 
-def _check_key_map(c):
+def _check_key_map(c, known=KEY_MAP_KEYS):
   for k, v in c.data.key_map.items():
-    if k not in KEY_MAP_KEYS:
-      _fail(f"data.key_map.{k}", f"not a policy key; known: {sorted(KEY_MAP_KEYS)}")
+    if k not in known:
+      _fail(f"data.key_map.{k}", f"not a policy key; known: {sorted(known)}")
     if not isinstance(v, str):
       _fail(f"data.key_map.{k}", f"must be a dataset key (a string; '' = the format's "
             f"default), got {v!r}")
@@ -562,7 +607,22 @@ def _validate_dataset(c):
   _positive(c, "eval.num_windows", allow_zero=True)
 
 
-def _validate_stage2(c):
+def _validate_aloha(c):
+  """benchmark 'aloha': the common stage-2 checks on ALOHA's keys, the task, the robot."""
+  from decoupled_jax.kinematics.robot import load_robot
+  _validate_stage2(c, ALOHA_IMAGE_KEYS, ALOHA_KNOWN_LOWDIM_KEYS, ALOHA_KEY_MAP_KEYS)
+  if c.data.task not in ALOHA_TASKS:
+    _fail("data.task", f"must be one of {ALOHA_TASKS}, got {c.data.task!r}")
+  info = load_robot(c.robot).info
+  if info.action_space != "joint_pos" or info.joint_dim != 14:
+    _fail("robot", f"ALOHA trains 14-D joint_pos actions; config.robot gives "
+          f"{info.joint_dim}-D {info.action_space}")
+  for f in ("eval.num_episodes", "eval.num_videos", "eval.max_steps"):
+    _positive(c, f, allow_zero=True)
+
+
+def _validate_stage2(c, image_keys=IMAGE_KEYS, lowdim_keys=KNOWN_LOWDIM_KEYS,
+                     key_map_keys=KEY_MAP_KEYS):
   if c.mode not in MODES:
     _fail("mode", f"must be one of {MODES}, got {c.mode!r}")
   if c.mode == "decoupled":
@@ -580,14 +640,14 @@ def _validate_stage2(c):
     _fail("data.dataset", f"{c.data.dataset} does not exist")
   if c.data.format not in FORMATS:
     _fail("data.format", f"must be one of {FORMATS}, got {c.data.format!r}")
-  _check_key_map(c)
+  _check_key_map(c, key_map_keys)
   for k in c.data.image_keys:
-    if k not in IMAGE_KEYS:
-      _fail("data.image_keys", f"unknown image key {k!r}; known: {IMAGE_KEYS}")
+    if k not in image_keys:
+      _fail("data.image_keys", f"unknown image key {k!r}; known: {image_keys}")
   _validate_encoder(c)
   for k in c.data.lowdim_keys:
-    if k not in KNOWN_LOWDIM_KEYS:
-      _fail("data.lowdim_keys", f"unknown low-dim key {k!r}; known: {KNOWN_LOWDIM_KEYS}")
+    if k not in lowdim_keys:
+      _fail("data.lowdim_keys", f"unknown low-dim key {k!r}; known: {lowdim_keys}")
   if not (tuple(c.data.image_keys) or tuple(c.data.lowdim_keys)):
     _fail("data.lowdim_keys", "the policy has no observation keys")
   d = c.data

@@ -27,6 +27,10 @@ LIBERO_PY = os.environ.get("LIBERO_PYTHON", os.path.join(REPO, ".venv-libero", "
 needs_libero = pytest.mark.skipif(not os.path.exists(LIBERO_PY),
                                   reason=f"no LIBERO venv at {LIBERO_PY} (make libero-env, "
                                          f"or set LIBERO_PYTHON)")
+ALOHA_PY = os.environ.get("ALOHA_PYTHON", os.path.join(REPO, ".venv-aloha", "bin", "python"))
+needs_aloha = pytest.mark.skipif(not os.path.exists(ALOHA_PY),
+                                 reason=f"no ALOHA venv at {ALOHA_PY} (make aloha-env, "
+                                        f"or set ALOHA_PYTHON)")
 # What our robosuite env records as env_args (sim/robosuite_env.py: env_args()): absolute
 # world-frame OSC_POSE targets.
 OUR_ENV_ARGS = {"env_name": "Lift", "type": 1, "env_kwargs": {

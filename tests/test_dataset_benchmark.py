@@ -119,6 +119,25 @@ def test_dataset_benchmark_refusals(tmp_path):
     config_lib.validate(c, num_devices=1)
 
 
+def test_joint_pos_stage1_of_other_joints_is_refused(monkeypatch):
+  """A joint_pos stage 1 must have learnt this robot's joints, in this order: one line naming
+  both joint lists (the same width is not enough)."""
+  from decoupled_jax.benchmarks import dataset
+  from decoupled_jax.benchmarks.base import TaskData
+  ours = robot_lib.load_robot(None).info.describe()
+  theirs = dict(ours, joints=list(reversed(ours["joints"])), name="other_arm")
+  monkeypatch.setattr(dataset, "check_stage1_checkpoint", lambda *a, **k: {"robot": theirs})
+  c = config_lib.dataset_config("decoupled")
+  c.stage1_checkpoint = "/some/stage1/checkpoints"
+  data = TaskData(EpisodeData({"actions": np.zeros((4, 8), np.float32)}, np.asarray([4])),
+                  norm=None, task="t", action_space="joint_pos", extra_meta={"robot": ours})
+  with pytest.raises(CheckpointError, match=r"pretrained on joints \['joint7'.*of other_arm; "
+                                            r"this run's robot \(panda\) has \['joint1'"):
+    dataset.PlainDataset().check_stage1(c, data)
+  monkeypatch.setattr(dataset, "check_stage1_checkpoint", lambda *a, **k: {"robot": ours})
+  assert dataset.PlainDataset().check_stage1(c, data) == {"robot": ours}
+
+
 def test_benchmark_names_match_the_registry():
   from decoupled_jax import benchmarks
   assert {s: tuple(sorted(b)) for s, b in benchmarks.BENCHMARKS.items()} == {

@@ -175,6 +175,14 @@ def test_key_map_names_and_slices(tmp_path):
   one = sources.load_episodes(path, ["robot0_eef_pos"], key_map={"robot0_eef_pos": "ee_states[8]"})
   np.testing.assert_array_equal(one.fields["robot0_eef_pos"], st[:, 8:9])
   assert sources.parse_key("observation.state[-2:]").index == slice(-2, None)
+  # several selections concatenate in order (ALOHA's [l6, lg, r6, rg] -> [l6, r6, lg, rg])
+  two = sources.load_episodes(path, ["robot0_eef_pos"],
+                              key_map={"robot0_eef_pos": "ee_states[4:6,0,-1]"})
+  np.testing.assert_array_equal(two.fields["robot0_eef_pos"], st[:, [4, 5, 0, 8]])
+  with pytest.raises(ValueError, match=r"'x' is not a slice"):
+    sources.parse_key("ee_states[0:2,x]")
+  with pytest.raises(DatasetError, match=r"key 'ee_states\[0:2,12\]'.*index 12 out of range"):
+    sources.load_episodes(path, ["robot0_eef_pos"], key_map={"robot0_eef_pos": "ee_states[0:2,12]"})
   with pytest.raises(DatasetError, match=r"libero_like\.hdf5: .*key 'ee_states\[9:12\]'.*out of "
                                          r"range"):
     sources.load_episodes(path, ["robot0_eef_pos"], key_map={"robot0_eef_pos": "ee_states[9:12]"})

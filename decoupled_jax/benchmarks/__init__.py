@@ -8,6 +8,7 @@
   stage 2 (`finetune`)  'robosuite'  a robosuite task's demonstrations, closed-loop robosuite
                         'libero'     a LIBERO suite, the LIBERO runner
                         'dataset'    any dataset and robot, no simulator: offline evaluation
+                        'aloha'      a gym-aloha task (bimanual, joint_pos), the ALOHA runner
 
 A new benchmark is one module with an object implementing `base.Stage2Benchmark` (or
 returning `base.Stage1Data`) and one entry below; the stages never branch on it.
@@ -15,12 +16,12 @@ returning `base.Stage1Data`) and one entry below; the stages never branch on it.
 from __future__ import annotations
 
 from decoupled_jax import config_lib
-from decoupled_jax.benchmarks import dataset, fk, libero, robosuite
+from decoupled_jax.benchmarks import aloha, dataset, fk, libero, robosuite
 
 BENCHMARKS = {
     "pretrain": {"fk": fk.FKData, "libero": libero.LiberoPairs},
     "finetune": {"robosuite": robosuite.RobosuiteTask, "libero": libero.LiberoSuite,
-                 "dataset": dataset.PlainDataset},
+                 "dataset": dataset.PlainDataset, "aloha": aloha.AlohaTask},
 }
 
 

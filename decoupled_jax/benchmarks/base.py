@@ -196,8 +196,8 @@ def _project_mean(mean, rot_dims, grip_dims, lo=-1.0, hi=1.0):
     g = mean[..., grip_dims]
     if (lo, hi) == (-1.0, 1.0):
       mean[..., grip_dims] = np.sign(g) + (g == 0)
-    else:
-      mean[..., grip_dims] = np.where(g >= 0.5 * (lo + hi), hi, lo)
+    else:   # the nearer of the two command values (either may be the larger)
+      mean[..., grip_dims] = np.where(np.abs(g - hi) <= np.abs(g - lo), hi, lo)
   return mean
 
 

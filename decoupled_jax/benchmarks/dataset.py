@@ -62,7 +62,7 @@ class PlainDataset(Stage2Benchmark):
                         filter_key=d.filter_key or None, lazy_images=bool(d.lazy_images),
                         joint_actions=info.joint_dim if joint else None)
     episodes = prepare_policy_dataset(raw, obs_keys, convert_actions=not joint)
-    train, held = split_episodes(episodes, float(config.eval.holdout_fraction))
+    train, held = split_episodes(episodes, float(config.eval.get("holdout_fraction", 0.0)))
     if joint:
       # The scale of a joint_pos stage 1 of this robot (benchmarks/fk.py), so that its
       # frozen expert sees the same action scale.
@@ -71,8 +71,9 @@ class PlainDataset(Stage2Benchmark):
       fields = {k: None for k in lowdim_keys if k not in RAW_KEYS}
       norm = LimitsNormalizer.fit(train, fields, overrides={"actions": acts})
       a = train.fields["actions"]
-      lo = np.concatenate([info.joint_lower, [info.gripper_range[0]] * info.num_grippers])
-      hi = np.concatenate([info.joint_upper, [info.gripper_range[1]] * info.num_grippers])
+      g_lo, g_hi = sorted(info.gripper_range)
+      lo = np.concatenate([info.joint_lower, [g_lo] * info.num_grippers])
+      hi = np.concatenate([info.joint_upper, [g_hi] * info.num_grippers])
       out = float(np.mean((a < lo - 1e-6) | (a > hi + 1e-6)))
       if out > 0:
         logging.warning("%s: %.1f %% of the action values lie outside the robot's joint limits "

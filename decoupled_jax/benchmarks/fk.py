@@ -63,7 +63,9 @@ def stage1_normalizer(signal: str, joint_lower, joint_upper, box, *, scheme: str
     robot = robot_lib.load_robot(None).info
   boxes = np.asarray(box, np.float32)
   boxes = np.broadcast_to(boxes, (robot.num_sites, 2, 3)) if boxes.ndim == 2 else boxes
-  g_lo, g_hi = (np.float32(v) for v in robot.gripper_range)
+  # the gripper command's range as (min, max): a range may name the open value first and the
+  # larger one second or not (gym-aloha: open 1, closed 0), the scale is the same
+  g_lo, g_hi = (np.float32(v) for v in sorted(robot.gripper_range))
 
   def pose_stats():
     dims, lo, hi = [], [], []

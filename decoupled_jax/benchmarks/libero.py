@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
 
 import jax
 import numpy as np
 
+from decoupled_jax.benchmarks import venv
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, Stage2Benchmark, TaskData,
                                            check_stage1_checkpoint, mean_pose_baseline,
                                            pose_errors)
@@ -33,12 +33,10 @@ from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.windows import prepare_policy_dataset
-from decoupled_jax.errors import ConfigError
 from decoupled_jax.libero import suites
 from decoupled_jax.training import sharding
 from decoupled_jax.util import seeded_batches
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DELTA_POS_M = 0.05        # metres per unit of LIBERO's delta position action (OSC output_max)
 STATE_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos")
 DATA_LIMIT_KEYS = ("robot0_eef_pos", "robot0_gripper_qpos", "object_poses", "robot0_joint_pos")
@@ -229,45 +227,26 @@ def server_extras(meta: dict) -> dict:
 
 def served_evaluation(runner, meta: dict, config, out_dir: str) -> dict:
   """Serves `runner` on a free local port and runs the LIBERO runner against it."""
-  from decoupled_jax.serving.server import PolicyServer
   e = config.eval
-  py = e.libero_python or default_libero_python()
-  if not os.path.exists(py):
-    raise ConfigError(f"config.eval.libero_python: {py} does not exist; build the LIBERO "
-                      f"environment with `make libero-env`")
-  server = PolicyServer(runner, port=0, metadata=server_extras(meta)).start()
+  py = venv.python(e.libero_python, "libero", "config.eval.libero_python")
   t0 = time.time()
-  try:
-    tasks = "+".join(str(t) for t in meta["tasks"])
-    cmd = [py, "-m", "decoupled_jax.libero.eval_main",
-           f"--address=127.0.0.1:{server.port}", f"--suite={meta['suite']}", f"--tasks={tasks}",
+  tasks = "+".join(str(t) for t in meta["tasks"])
+
+  def cmd(port):
+    out = [py, "-m", "decoupled_jax.libero.eval_main", f"--address=127.0.0.1:{port}",
+           f"--suite={meta['suite']}", f"--tasks={tasks}",
            f"--episodes={int(e.episodes_per_task)}", f"--eval_seed={int(e.eval_seed)}",
            f"--out_dir={out_dir}"]
     if meta.get("image_size"):
-      cmd.append(f"--image_size={int(meta['image_size'])}")
-    logging.info("LIBERO evaluation: %s", " ".join(cmd))
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),   # the LIBERO venv
-               PYTHONPATH=os.pathsep.join(filter(None, (REPO, os.environ.get("PYTHONPATH")))))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    log_path = os.path.join(out_dir, "runner.log")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(log_path, "a") as f:
-      f.write(proc.stdout)
-    if proc.returncode != 0:
-      tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-      raise RuntimeError(f"LIBERO runner failed (exit {proc.returncode}): {tail[0]}; see "
-                         f"{log_path}")
-  finally:
-    server.stop()
+      out.append(f"--image_size={int(meta['image_size'])}")
+    return out
+
+  venv.run_served(runner, server_extras(meta), cmd, os.path.join(out_dir, "runner.log"),
+                  "LIBERO runner")
   with open(os.path.join(out_dir, meta["suite"], "summary.json")) as f:
     summary = json.load(f)
   summary["wall_time_s"] = time.time() - t0
   return summary
-
-
-def default_libero_python() -> str:
-  return os.path.join(REPO, ".venv-libero", "bin", "python")
 
 
 def generate_demos(config, out_dir: str, suites) -> dict:
@@ -276,10 +255,7 @@ def generate_demos(config, out_dir: str, suites) -> dict:
   {"dir": the demos directory, "suites": {suite: [per-task sidecar dicts]}}."""
   d = config.demos
   out_dir = d.dataset_dir or out_dir
-  py = d.libero_python or default_libero_python()
-  if not os.path.exists(py):
-    raise ConfigError(f"config.demos.libero_python: {py} does not exist; build the LIBERO "
-                      f"environment with `make libero-env`")
+  py = venv.python(d.libero_python, "libero", "config.demos.libero_python")
   info = {}
   for suite in suites:
     cmd = [py, "-m", "decoupled_jax.libero.demos_main", f"--suite={suite}",
@@ -287,18 +263,7 @@ def generate_demos(config, out_dir: str, suites) -> dict:
            f"--out_dir={out_dir}", f"--seed={int(d.seed)}"]
     if tuple(d.cameras):
       cmd += [f"--cameras={','.join(d.cameras)}", f"--image_size={int(d.image_size)}"]
-    logging.info("LIBERO demos: %s", " ".join(cmd))
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),   # the LIBERO venv
-               PYTHONPATH=os.pathsep.join(filter(None, (REPO, os.environ.get("PYTHONPATH")))))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{suite}.log"), "a") as f:
-      f.write(proc.stdout)
-    if proc.returncode != 0:
-      tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-      raise RuntimeError(f"LIBERO demo generation failed for {suite} (exit "
-                         f"{proc.returncode}): {tail[0]}")
+    venv.run(cmd, os.path.join(out_dir, f"{suite}.log"), f"LIBERO demo generation ({suite})")
     info[suite] = [json.load(open(p)) for p in sorted(
         os.path.join(out_dir, suite, n) for n in os.listdir(os.path.join(out_dir, suite))
         if n.endswith("_demo.hdf5.json"))]

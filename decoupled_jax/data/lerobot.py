@@ -29,7 +29,9 @@ eef_pos + eef_axis_angle(3) + gripper_qpos, LIBERO's 8-D state) when all parts a
 observation.images.<camera> for <camera>_image, observation.environment_state for `object`,
 observation.<key> for any other field, next.reward / next.done when known, and LeRobot's
 timestamp, frame_index, episode_index, index, task_index. Low-dimensional columns keep the
-source's float64 (else float32), so values round-trip bit for bit.
+source's float64 (else float32), so values round-trip bit for bit. Joint-position actions
+(action_convention 'joint_pos') keep their width. `export_lerobot_v3(columns=,
+feature_names=)` writes another robot's published naming instead (ALOHA: `data/aloha.py`).
 
 LeRobot v2.1 (`LeRobotDataset` 0.3.x):
 
@@ -884,11 +886,16 @@ def _stats_v3(v: np.ndarray, image: bool, max_images: int = 100) -> dict:
   return out
 
 
-def _plan_v3(episodes: EpisodeData, images: str):
+def _plan_v3(episodes: EpisodeData, images: str, column_of: Mapping[str, str] | None = None,
+             feature_names: Mapping[str, object] | None = None):
   """column -> (source fields, feature dict) for every column but LeRobot's defaults, and
-  policy key -> column (with a slice)."""
+  policy key -> column (with a slice). `column_of` (policy field -> column) overrides the
+  naming of those fields (they then take no part in the observation.state layout);
+  `feature_names` (column -> a feature's `names`) overrides the names written."""
   f = episodes.fields
-  widths = {k: int(np.prod(v.shape[1:])) for k, v in f.items() if v.ndim == 2}
+  column_of = {str(k): str(c) for k, c in dict(column_of or {}).items() if k in f}
+  widths = {k: int(np.prod(v.shape[1:])) for k, v in f.items()
+            if v.ndim == 2 and k not in column_of}
   layout = state_layout(widths)
   cols: dict[str, tuple[tuple[str, ...], dict]] = {}
   columns: dict[str, str] = {}
@@ -896,9 +903,12 @@ def _plan_v3(episodes: EpisodeData, images: str):
   def low_dtype(keys):
     return "float64" if any(f[k].dtype == np.float64 for k in keys) else "float32"
   if "actions" in f:
-    cols["action"] = (("actions",), {"dtype": low_dtype(["actions"]), "shape": [7],
-                                     "names": ACTION_NAMES})
-    columns["actions"] = "action"
+    width = int(np.prod(f["actions"].shape[1:]))
+    ee = episodes.attrs.get("action_convention", "absolute") != "joint_pos" and width == 7
+    col = column_of.get("actions", "action")
+    cols[col] = (("actions",), {"dtype": low_dtype(["actions"]), "shape": [width],
+                                "names": ACTION_NAMES if ee else None})
+    columns["actions"] = col
   if layout is not None:
     parts = tuple(k for k, _, _, _ in layout)
     cols[STATE] = (parts, {"dtype": low_dtype(parts), "shape": [layout[-1][2]],
@@ -908,7 +918,7 @@ def _plan_v3(episodes: EpisodeData, images: str):
   for k, v in f.items():
     if k in taken:
       continue
-    col = v3_column(k)
+    col = column_of.get(k) or v3_column(k)
     if "/" in col:
       raise ValueError(f"field {k!r}: LeRobot feature names cannot hold '/'")
     if col in cols or col in DEFAULT_COLUMNS:
@@ -919,6 +929,9 @@ def _plan_v3(episodes: EpisodeData, images: str):
     cols[col] = ((k,), _field_feature(k, v if rgb or v.ndim != 4 else v.reshape(len(v), -1),
                                       images, low_dtype([k])))
     columns[k] = col
+  for col, names in dict(feature_names or {}).items():
+    if col in cols:
+      cols[col][1]["names"] = names
   return cols, columns
 
 
@@ -1006,12 +1019,20 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
                       robot_type: str = "panda", overwrite: bool = False,
                       progress: bool = False, chunks_size: int = CHUNK_SIZE,
                       data_files_size_in_mb: float = 100,
-                      video_files_size_in_mb: float = 200) -> str:
+                      video_files_size_in_mb: float = 200,
+                      columns: Mapping[str, str] | None = None,
+                      feature_names: Mapping[str, object] | None = None) -> str:
   """Write `episodes` (policy keys + 'actions' [+ 'rewards', 'dones']) as LeRobot v3.0 at
   `out_dir` (resumable per episode, atomic; see the module docstring). Returns `out_dir`.
 
   Per-episode tasks come from `episodes.attrs['tasks']` (one string per episode) when given,
-  else `task` (default: the env's language instruction)."""
+  else `task` (default: the env's language instruction).
+  `columns` (policy field -> column) names those fields' columns instead of the default
+  naming (`v3_column` / `STATE_LAYOUTS`), e.g. another robot's published schema
+  (`data/aloha.py`); `feature_names` (column -> the `names` of its feature in meta/info.json:
+  a list, a dict such as {"motors": [...]}, or None) overrides the names written. The action
+  column's shape is the actions' width; its names are [x, y, z, ax, ay, az, gripper] for 7-D
+  end-effector actions, else None unless `feature_names` says."""
   pa, pq = _pa()
   if images not in ("video", "png"):
     raise ValueError(f"images must be 'video' or 'png', got {images!r}")
@@ -1030,7 +1051,7 @@ def export_lerobot_v3(episodes: EpisodeData, out_dir: str, *, fps: int = 20,
   names = list(attrs.get("demo_names") or [f"demo_{i}" for i in range(n)])
   if len(names) != n:
     raise ValueError(f"{episodes.source}: {len(names)} demo names for {n} episodes")
-  cols, columns = _plan_v3(episodes, images)
+  cols, columns = _plan_v3(episodes, images, columns, feature_names)
   tmp = _staging(out_dir, _fingerprint(episodes, cols, images, crf) + f"|{V3}|{ep_tasks}")
   work = os.path.join(tmp, ".episodes")
   features, schema_meta = _features(cols, "List")

@@ -23,8 +23,9 @@ written in the format's own naming:
              `actions` a demo-level dataset name ("actions", "actions_abs").
   rlds       a path inside a step, '/'-separated ("observation/image", "action").
   lerobot    a column / feature name ("observation.state", "observation.images.top", "action").
-Any dataset key may end in a slice of its last axis, `[a:b]`, `[a:]`, `[:b]` or `[i]`
-(low-dimensional keys only), e.g. {"robot0_eef_pos": "observation.state[0:3]",
+Any dataset key may end in a slice of its last axis, `[a:b]`, `[a:]`, `[:b]` or `[i]`, or in
+several of them, concatenated in order (`[0:6,7:13,6,13]`: a reordering; low-dimensional keys
+only), e.g. {"robot0_eef_pos": "observation.state[0:3]",
 "robot0_gripper_qpos": "observation.state[6:8]"}; several policy keys may slice one dataset key.
 
 Action conventions: only absolute world-frame end-effector targets are accepted; delta data
@@ -58,15 +59,32 @@ TARGETS = ("hdf5", "rlds", "lerobot")         # `convert`'s outputs (hdf5 = robo
 ACTIONS = "actions"
 EXTRA = ("rewards", "dones")
 
-_SLICE_RE = re.compile(r"^(?P<base>.+?)\[(?P<a>-?\d*)(?P<colon>:?)(?P<b>-?\d*)\]$")
+_KEY_RE = re.compile(r"^(?P<base>.+?)\[(?P<parts>[^\[\]]*)\]$")
+_PART_RE = re.compile(r"^(?P<a>-?\d*)(?P<colon>:?)(?P<b>-?\d*)$")
+Index = slice | int
 
 
 @dataclasses.dataclass(frozen=True)
 class KeySpec:
-  """A dataset key plus an optional slice of the last axis."""
+  """A dataset key plus an optional selection on the last axis: one slice or index, or several
+  (comma-separated, concatenated in the order given, e.g. a reordering)."""
   base: str
-  index: slice | int | None = None
+  index: Index | tuple[Index, ...] | None = None
   text: str = ""
+
+  def _one(self, v: np.ndarray, index: Index, where: str) -> np.ndarray:
+    d = v.shape[-1]
+    if isinstance(index, int):
+      if not -d <= index < d:
+        raise DatasetError(f"{where}: key '{self.text}': index {index} out of range for "
+                           f"per-frame size {d}")
+      return v[..., index:index + 1] if index != -1 else v[..., -1:]
+    out = v[..., index]
+    lo, hi, _ = index.indices(d)
+    if out.shape[-1] == 0 or (index.stop is not None and abs(index.stop) > d):
+      raise DatasetError(f"{where}: key '{self.text}': slice [{lo}:{index.stop}] out of "
+                         f"range for per-frame size {d}")
+    return out
 
   def apply(self, v: np.ndarray, where: str) -> np.ndarray:
     if self.index is None:
@@ -74,35 +92,29 @@ class KeySpec:
     if v.ndim < 2:
       raise DatasetError(f"{where}: key '{self.text}': cannot slice a per-frame scalar "
                          f"(shape {v.shape})")
-    d = v.shape[-1]
-    if isinstance(self.index, int):
-      if not -d <= self.index < d:
-        raise DatasetError(f"{where}: key '{self.text}': index {self.index} out of range for "
-                           f"per-frame size {d}")
-      return np.ascontiguousarray(v[..., self.index:self.index + 1] if self.index != -1
-                                  else v[..., -1:])
-    out = v[..., self.index]
-    lo, hi, _ = self.index.indices(d)
-    if out.shape[-1] == 0 or (self.index.stop is not None and abs(self.index.stop) > d):
-      raise DatasetError(f"{where}: key '{self.text}': slice [{lo}:{self.index.stop}] out of "
-                         f"range for per-frame size {d}")
-    return np.ascontiguousarray(out)
+    parts = self.index if isinstance(self.index, tuple) else (self.index,)
+    return np.ascontiguousarray(np.concatenate([self._one(v, i, where) for i in parts], -1))
 
 
 def parse_key(text: str) -> KeySpec:
-  """'name', 'name[a:b]', 'name[i]' -> KeySpec (slices act on the last axis)."""
+  """'name', 'name[a:b]', 'name[i]', 'name[0:6,7:13,6,13]' -> KeySpec (selections act on the
+  last axis; several are concatenated in order)."""
   text = str(text).strip()
-  m = _SLICE_RE.match(text)
+  m = _KEY_RE.match(text)
   if not m:
     if "[" in text or "]" in text:
-      raise ValueError(f"dataset key {text!r}: slices must look like name[a:b] or name[i]")
+      raise ValueError(f"dataset key {text!r}: slices must look like name[a:b], name[i] or "
+                       f"name[a:b,i,...]")
     return KeySpec(text, None, text)
-  a, colon, b = m.group("a"), m.group("colon"), m.group("b")
-  if not colon:
-    if not a:
-      raise ValueError(f"dataset key {text!r}: empty index")
-    return KeySpec(m.group("base"), int(a), text)
-  return KeySpec(m.group("base"), slice(int(a) if a else None, int(b) if b else None), text)
+  parts = []
+  for part in m.group("parts").split(","):
+    pm = _PART_RE.match(part.strip())
+    if not pm or not (pm.group("a") or pm.group("colon")):
+      raise ValueError(f"dataset key {text!r}: {part.strip()!r} is not a slice a:b or an index")
+    a, colon, b = pm.group("a"), pm.group("colon"), pm.group("b")
+    parts.append(int(a) if not colon else slice(int(a) if a else None, int(b) if b else None))
+  index = parts[0] if len(parts) == 1 else tuple(parts)
+  return KeySpec(m.group("base"), index, text)
 
 
 def default_key(fmt: str, key: str, path: str | None = None) -> str:

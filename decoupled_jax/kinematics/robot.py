@@ -3,7 +3,10 @@
 A robot is the `config.robot` section of a stage-1 config (config_lib.pretrain_config):
 
   mjcf          a path to an MJCF file, or a built-in name: 'panda' = the Franka Panda of
-                robosuite's table-top tasks in robosuite's world frame (kinematics/panda.py).
+                robosuite's table-top tasks in robosuite's world frame (kinematics/panda.py);
+                or a packaged MJCF by name (`PACKAGED`): 'aloha' = gym-aloha's bimanual
+                ViperX 300s (kinematics/assets/aloha/; `packaged_robot_config('aloha')`
+                gives its whole section).
   ee_sites      site name(s), comma-separated: the end-effector frames. A bimanual robot has
                 one per arm; their targets are concatenated in this order.
   joints        joint names, comma-separated, in the order of the joint vector; '' = every
@@ -57,6 +60,11 @@ from decoupled_jax.data import rotation
 from decoupled_jax.errors import ConfigError
 
 BUILTIN = ("panda",)
+# Robots whose MJCF ships in the package (kinematics/assets/<name>/), by name: `robot.mjcf=name`
+# stays the name in configs and records (a path would differ between machines).
+PACKAGED = {"aloha": "assets/aloha/bimanual_viperx_transfer_cube.xml"}
+# gym-aloha's start pose of each arm (gym_aloha/constants.py START_ARM_POSE, fingers left out).
+_ALOHA_ARM_HOME = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0)
 ACTION_SPACES = ("ee_pose", "joint_pos")
 WORKSPACES = ("", "box", "auto")
 POSE_DIM = 9      # pos(3) + rot6d(6) per site
@@ -144,7 +152,8 @@ class RobotSpec:
       _fail(unknown[0], f"unknown key (known: {sorted(known)})")
     mjcf = str(d.get("mjcf", "panda")).strip()
     if not mjcf:
-      _fail("mjcf", f"is empty; give an MJCF path or a built-in robot {BUILTIN}")
+      _fail("mjcf", f"is empty; give an MJCF path or a built-in robot "
+            f"{BUILTIN + tuple(PACKAGED)}")
     sites = _names(d.get("ee_sites", "grip_site"), "ee_sites")
     if not sites:
       _fail("ee_sites", "is empty; name the end-effector site(s) of the MJCF")
@@ -174,7 +183,7 @@ class RobotSpec:
     workspace = str(d.get("workspace", ""))
     if workspace not in WORKSPACES:
       _fail("workspace", f"must be one of {WORKSPACES}, got {workspace!r}")
-    if mjcf not in BUILTIN:
+    if mjcf not in BUILTIN and mjcf not in PACKAGED:
       mjcf = os.path.abspath(os.path.expanduser(mjcf))
     return cls(mjcf=mjcf, ee_sites=sites, joints=_names(d.get("joints", ""), "joints"),
                base=str(d.get("base", "") or "").strip(), gripper_joints=gripper,
@@ -184,6 +193,31 @@ class RobotSpec:
                acceleration_limits=_floats(d.get("acceleration_limits", ()),
                                            "acceleration_limits"),
                workspace=workspace)
+
+
+def packaged_mjcf(name: str) -> str:
+  """The path of a packaged robot's MJCF (`PACKAGED`)."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED[name])
+
+
+def packaged_robot_config(name: str) -> dict:
+  """The `config.robot` section of a packaged robot, ready to use.
+
+  'aloha': the bimanual ALOHA of gym-aloha (two ViperX 300s), world frame, one end-effector
+  site per arm (the point between the fingers that the wrist camera looks at), the 12 arm
+  joints left arm first, one gripper per arm in gym-aloha's normalised command (1 = open,
+  0 = closed; its two finger joints stay at qpos0 in FK) and `joint_pos` targets
+  [12 arm joints, left gripper, right gripper]; home = gym-aloha's start pose. gym-aloha's
+  action order is [left 6, left gripper, right 6, right gripper]: datasets select it with
+  the key map `action[0:6,7:13,6,13]` (benchmarks/aloha.py)."""
+  if name != "aloha":
+    raise ConfigError(f"config.robot.mjcf={name!r}: packaged robots are {sorted(PACKAGED)}")
+  fingers = ";".join(f"vx300s_{arm}/left_finger,vx300s_{arm}/right_finger"
+                     for arm in ("left", "right"))
+  return {"mjcf": "aloha", "ee_sites": "left_cam_focus,right_cam_focus", "joints": "",
+          "base": "", "gripper": {"joints": fingers, "range": (1.0, 0.0)},
+          "action_space": "joint_pos", "home": _ALOHA_ARM_HOME * 2, "velocity_limits": (),
+          "acceleration_limits": (), "workspace": "auto"}
 
 
 def default_robot_config() -> dict:
@@ -335,7 +369,7 @@ def kinematics_model_from_mjcf(path: str) -> tuple[mujoco.MjModel, str, dict]:
   """Kinematics-only MjModel of an MJCF file, its XML, and its keyframes' qpos by name."""
   if not os.path.isfile(path):
     _fail("mjcf", f"{path} does not exist (give an MJCF file or a built-in robot: "
-          f"{', '.join(BUILTIN)})")
+          f"{', '.join(BUILTIN + tuple(PACKAGED))})")
   try:
     spec = mujoco.MjSpec.from_file(path)
   except Exception as e:  # noqa: BLE001  (mujoco raises ValueError with a multi-line text)
@@ -415,8 +449,8 @@ def _load_cached(spec: RobotSpec, mtime: float) -> Robot:
 def load_robot(spec) -> Robot:
   """The kinematics-only model and facts of `spec` (RobotSpec, `config.robot` or None)."""
   spec = RobotSpec.from_config(spec)
-  mtime = 0.0 if spec.builtin else (os.path.getmtime(spec.mjcf)
-                                    if os.path.isfile(spec.mjcf) else -1.0)
+  path = packaged_mjcf(spec.mjcf) if spec.mjcf in PACKAGED else spec.mjcf
+  mtime = 0.0 if spec.builtin else (os.path.getmtime(path) if os.path.isfile(path) else -1.0)
   return _load_cached(spec, mtime)
 
 
@@ -429,6 +463,10 @@ def _load(spec: RobotSpec) -> Robot:
     defaults = dict(home=pinfo.init_qpos, velocity=pinfo.velocity_limits,
                     acceleration=pinfo.acceleration_limits,
                     std=np.asarray(panda.WORKSPACE_STD, np.float64), workspace="box")
+  elif spec.mjcf in PACKAGED:
+    model, xml, keys = kinematics_model_from_mjcf(packaged_mjcf(spec.mjcf))
+    source, defaults = f"packaged:{spec.mjcf} ({PACKAGED[spec.mjcf]})", {"workspace": "auto"}
+    where = f"the packaged robot {spec.mjcf!r}"
   else:
     model, xml, keys = kinematics_model_from_mjcf(spec.mjcf)
     source, defaults = spec.mjcf, {"workspace": "auto"}
