@@ -29,6 +29,8 @@ POS_TOL, MAT_TOL = 2e-6, 2e-6     # float32 FK vs float64 mj_kinematics
 
 ROBOT_CASES = {
     "ur5e": dict(mjcf=UR5E, ee_sites="ee_site"),
+    # the packaged bimanual ALOHA (gym-aloha's MJCF; robot.PACKAGED)
+    "aloha": robot_lib.packaged_robot_config("aloha"),
     # two arms, slides (two in one body, one with `ref`), off-centre hinges, finger joints
     "gantry_bimanual": dict(mjcf=GANTRY, ee_sites="left_ee,right_ee",
                             gripper=dict(joints="left_finger_joint;right_finger_joint",
@@ -125,7 +127,7 @@ def test_fk_tree_matches_mj_kinematics(name):
   assert np.abs(np.asarray(p) - p_ref).max() <= POS_TOL
   assert np.abs(np.asarray(m) - m_ref).max() <= MAT_TOL
   # the stripped model's kinematics are the full MJCF's (geoms, actuators, keyframes, lights)
-  if name != "ur5e":
+  if name not in ("ur5e", "aloha"):
     p_full, m_full = _full_model_fk(mujoco.MjModel.from_xml_path(GANTRY), info, q[:32])
     np.testing.assert_allclose(p_ref[:32], p_full, atol=1e-12)
     np.testing.assert_allclose(m_ref[:32], m_full, atol=1e-12)
