@@ -75,6 +75,8 @@ def get_config(arg=None):
   c.stage2.head.diffusion.num_inference_steps = 10
   if a.obs == "image":
     c.stage2.train.batch_size = 32
+    # a square random crop of 90 % of the frame's height (the encoders' crop is square)
+    c.stage2.encoder.crop_size = int(0.9 * c.demos.image_size[0])
 
   if a.debug:
     c.tasks, c.seeds = c.tasks[:1], c.seeds[:1]
@@ -90,4 +92,7 @@ def get_config(arg=None):
     c.stage2.optimizer.warmup_steps = d.optimizer.warmup_steps
     c.stage2.head = d.head
     c.stage2.eval.num_episodes, c.stage2.eval.num_videos, c.stage2.eval.max_steps = 1, 1, 100
+    if a.obs == "image":
+      c.stage2.encoder.crop_size = int(0.9 * c.demos.image_size[0])
+      c.stage2.encoder.stage_widths = (8, 8, 8, 8)
   return c

@@ -24,7 +24,7 @@ ACTION_KEY = "actions" + aloha_data.ACTION_ORDER
 
 
 def write_aloha_hdf5(path: str, task: str = "transfer_cube", episodes: int = 4,
-                     length: int = 40) -> str:
+                     length: int = 40, camera: tuple | None = None) -> str:
   """Smooth joint trajectories of both arms inside the limits, in the demos' layout
   (decoupled_jax/aloha/demos.py): actions = the next frame's 14 joint positions in gym-aloha's
   order, obs/qpos the current ones, obs/env_state a box pose."""
@@ -49,6 +49,8 @@ def write_aloha_hdf5(path: str, task: str = "transfer_cube", episodes: int = 4,
       obs.create_dataset("qvel", data=np.diff(q, axis=0).astype(np.float32) * 50)
       box = np.concatenate([rng.uniform(-0.1, 0.1, (1, 3)) + [0.0, 0.5, 0.05], [[1, 0, 0, 0]]], -1)
       obs.create_dataset("env_state", data=np.repeat(box, length, 0).astype(np.float32))
+      if camera:
+        obs.create_dataset("top", data=rng.integers(0, 256, (length, *camera, 3), np.uint8))
   return path
 
 
@@ -142,6 +144,24 @@ def test_aloha_stage1_then_decoupled_stage2_on_synthetic_demos(tmp_path):
   c.stage1_checkpoint = p1["checkpoint_dir"]
   with pytest.raises(CheckpointError, match="ee_pose targets"):
     aloha_bench.AlohaTask().check_stage1(c, data)
+
+
+@pytest.mark.slow
+def test_aloha_image_policy_trains_at_debug_size(tmp_path):
+  """obs=image: the `top` camera (dataset key 'top', policy key 'top_image') + qpos, through
+  the image encoder at debug size; the served metadata names the camera for the runner."""
+  from decoupled_jax.pipelines import run
+  dataset = write_aloha_hdf5(str(tmp_path / "transfer_cube.hdf5"), episodes=2, length=24,
+                             camera=(48, 64))
+  c = config_lib.from_file(os.path.join(REPO, "configs", "aloha.py"), "debug,obs=image").stage2
+  c.mode, c.stage1_checkpoint, c.data.dataset = "normal", "", dataset
+  c.train.update(num_steps=2, checkpoint_every=2, batch_size=4)
+  c.eval.num_episodes = 0
+  assert c.data.image_keys == ("top_image",) and c.encoder.crop_size == 43
+  s = run.run(c, str(tmp_path / "img"))
+  from decoupled_jax.inference import load_policy
+  runner, meta = load_policy(s["checkpoint_dir"])
+  assert runner.obs_shapes["top_image"] == (48, 64, 3) and runner.action_dim == 14
 
 
 def test_aloha_config_refusals():
