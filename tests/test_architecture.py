@@ -205,11 +205,14 @@ JAX_STACK = ("jax", "jaxlib", "flax", "optax", "orbax", "chex", "ml_collections"
              "tensorflow_datasets")
 
 
-def test_libero_side_and_util_import_no_jax():
-  """`decoupled_jax/libero/` runs in the LIBERO venv (no jax there) and uses `util`; both (and
-  `errors`) import neither the jax stack nor other decoupled_jax packages."""
+@pytest.mark.parametrize("side", ["libero", "aloha"])
+def test_simulator_sides_and_util_import_no_jax(side):
+  """`decoupled_jax/libero/` and `decoupled_jax/aloha/` run in their simulators' venvs (no jax
+  there) and use `util` and `sim_client`; these (and `errors`) import neither the jax stack
+  nor other decoupled_jax packages."""
   bad = []
-  files = sorted((PKG / "libero").glob("*.py")) + [PKG / "util.py", PKG / "errors.py"]
+  files = sorted((PKG / side).glob("*.py")) + [PKG / "util.py", PKG / "errors.py",
+                                               PKG / "sim_client.py"]
   for path in files:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
       names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
@@ -218,7 +221,7 @@ def test_libero_side_and_util_import_no_jax():
               if name.split(".")[0] in JAX_STACK]
     bad += [f"{path.relative_to(REPO)}:{line}: imports {target}"
             for line, target in imports_of(path)
-            if package_of(target) not in ("libero", "util", "errors", ROOT)]
+            if package_of(target) not in (side, "util", "errors", "sim_client", ROOT)]
   assert not bad, "\n".join(bad)
 
 
