@@ -1,4 +1,5 @@
-"""Closed-loop evaluation of a stage-2 checkpoint (MimicGen protocol, docs/method.md §7.1).
+"""Closed-loop evaluation of a stage-2 checkpoint (MimicGen protocol, docs/method.md §7.1; an
+ALOHA policy is served and rolled out by the ALOHA runner in its venv, docs/aloha.md).
 
   python experiments/evaluate.py --checkpoint=workdirs/lift_decoupled/checkpoints \
       --num_episodes=50 --num_workers=2 --output=workdirs/lift_decoupled/eval50
@@ -19,7 +20,7 @@ from absl import flags  # noqa: E402
 import ml_collections  # noqa: E402
 
 from decoupled_jax import inference  # noqa: E402
-from decoupled_jax.benchmarks import robosuite  # noqa: E402
+from decoupled_jax.benchmarks import aloha, robosuite  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "Checkpoints directory of an experiments/train.py run.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
@@ -32,7 +33,9 @@ flags.DEFINE_integer("num_videos", 2, "Episodes to save as mp4.")
 flags.DEFINE_string("sampler", "", "Override the diffusion sampler: ddpm | ddim.")
 flags.DEFINE_integer("inference_steps", 0, "Override the number of sampling steps.")
 flags.DEFINE_string("output", None, "Output directory (default: <checkpoint>/../eval).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("seed", 0, "Sampling seed (ALOHA: also the object poses' seed).")
+flags.DEFINE_string("aloha_python", "", "ALOHA policies: the ALOHA venv's interpreter "
+                    "('' = <repo>/.venv-aloha/bin/python, `make aloha-env`).")
 flags.mark_flags_as_required(["checkpoint"])
 FLAGS = flags.FLAGS
 
@@ -52,6 +55,18 @@ def main(argv):
       head_overrides=overrides)
   out = FLAGS.output or os.path.join(os.path.dirname(os.path.abspath(FLAGS.checkpoint)), "eval")
   os.makedirs(out, exist_ok=True)
+  if meta.get("benchmark") == "aloha":   # gym-aloha runs in its venv against the served policy
+    if FLAGS.task and FLAGS.task != meta["aloha_task"]:
+      raise flags.ValidationError(f"--task={FLAGS.task}: this ALOHA policy was trained on "
+                                  f"{meta['aloha_task']!r}")
+    eval_config = ml_collections.ConfigDict(dict(eval=dict(
+        num_episodes=FLAGS.num_episodes, eval_seed=FLAGS.seed, num_videos=FLAGS.num_videos,
+        max_steps=FLAGS.max_steps or meta["config"]["eval"]["max_steps"],
+        aloha_python=FLAGS.aloha_python)))
+    r = aloha.served_evaluation(runner, meta, eval_config, out)
+    print(f"{r['task']}: success {r['success_rate']:.2f} (95% CI {r['ci95'][0]:.2f}-"
+          f"{r['ci95'][1]:.2f}) over {r['num_episodes']} episodes; results in {out}/eval.json")
+    return
   eval_config = ml_collections.ConfigDict(dict(
       num_episodes=FLAGS.num_episodes, num_workers=FLAGS.num_workers, num_videos=FLAGS.num_videos,
       seed_offset=FLAGS.seed_offset, progress=True))

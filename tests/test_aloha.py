@@ -112,6 +112,32 @@ def test_action_permutation_inverts_the_key_map():
     action_permutation("actions[0:6,0:8]")
 
 
+def test_aloha_joint_state_takes_the_actions_scale(tmp_path):
+  """qpos (gym-aloha's order) is normalised by the robot's joint limits and gripper range, as
+  the actions are, not by the demos' min/max (a joint that barely moves in the demos would
+  amplify its closed-loop drift; docs/aloha.md "Observation scale"); env_state keeps the
+  data's limits."""
+  from decoupled_jax.benchmarks import aloha as aloha_bench
+  c = config_lib.aloha_config("normal", "dp_mlp")
+  c.data.dataset = write_aloha_hdf5(str(tmp_path / "transfer_cube.hdf5"))
+  data = aloha_bench.AlohaTask().load(c)
+  info = robot_lib.load_robot(c.robot).info
+  q = data.norm.stats["qpos"]
+  env_lo = np.concatenate([info.joint_lower[:6], [0.0], info.joint_lower[6:], [0.0]])
+  env_hi = np.concatenate([info.joint_upper[:6], [1.0], info.joint_upper[6:], [1.0]])
+  np.testing.assert_allclose(q.min, env_lo, rtol=1e-6)
+  np.testing.assert_allclose(q.max, env_hi, rtol=1e-6)
+  # the same joint value normalises identically as an observation and as an action
+  x = np.asarray(info.init_qpos.tolist() + [0.3, 0.7], np.float32)[None]
+  as_action = np.asarray(data.norm.normalize_field("actions", x))
+  perm = data.extra_meta["action_permutation"]
+  as_state = np.asarray(data.norm.normalize_field("qpos", x[:, perm]))
+  np.testing.assert_allclose(as_state, as_action[:, perm], atol=1e-6)
+  with h5py.File(c.data.dataset) as f:
+    env = np.concatenate([f[f"data/demo_{e}/obs/env_state"][()] for e in range(4)])
+  np.testing.assert_allclose(data.norm.stats["env_state"].min, env.min(0), atol=1e-6)
+
+
 def test_aloha_stage1_then_decoupled_stage2_on_synthetic_demos(tmp_path):
   """Stage 1 on the packaged MJCF, then benchmark 'aloha' trains decoupled on a dataset in the
   demos' layout (evaluation off: no simulator here); a Panda stage 1 is refused."""

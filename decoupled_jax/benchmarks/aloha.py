@@ -3,7 +3,8 @@
 Data: a task's demonstrations (`config.data.dataset`): our HDF5 from the scripted experts
 (`decoupled_jax.aloha.demos_main`, robomimic layout) or LeRobot v3.0 with the schema of
 LeRobot's published `aloha_sim_*` datasets (`data.format='lerobot'`), read as the `dataset`
-benchmark reads any dataset (benchmarks/dataset.py): low-dim keys by data limits, 14-D
+benchmark reads any dataset (benchmarks/dataset.py): low-dim keys by data limits except the
+joint state `qpos`, which takes the actions' scale (`state_in_action_scale`), 14-D
 `joint_pos` actions of the packaged robot (`config.robot`, kinematics/robot.py
 `packaged_robot_config('aloha')`) normalised by its joint limits and gripper range — the scale
 of an ALOHA stage 1 (`configs/pretrain.py:robot=aloha`), so its frozen expert fits. The key map
@@ -27,11 +28,13 @@ import numpy as np
 from decoupled_jax.benchmarks import venv
 from decoupled_jax.benchmarks.base import TaskData
 from decoupled_jax.benchmarks.dataset import PlainDataset
+from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.sources import parse_key
 from decoupled_jax.errors import ConfigError
 from decoupled_jax.util import wilson_interval, write_json
 
 EVAL_DIR = "aloha_eval"
+STATE_KEY = "qpos"     # the 14 joint positions, gym-aloha's order (normalised as the actions)
 
 
 def action_permutation(key: str, dim: int = 14) -> list[int]:
@@ -48,6 +51,23 @@ def action_permutation(key: str, dim: int = 14) -> list[int]:
   return np.argsort(picked).tolist()
 
 
+def state_in_action_scale(norm: LimitsNormalizer, perm) -> LimitsNormalizer:
+  """`norm` with the joint-state observation (`qpos`, gym-aloha's order) normalised like the
+  actions (the robot's joint limits and gripper range, `perm` = the simulator's order of the
+  policy's action dims) instead of by the demos' min/max. Why (docs/aloha.md, "Observation
+  scale"): some joints barely move in the scripted demos (the left waist spans 0.013 rad in
+  transfer_cube's), so min/max scaling multiplied their closed-loop drift ~150x into
+  observations far outside training, and the policy's answers diverged the simulation."""
+  a = norm.stats["actions"]
+  if a.dims is not None or np.shape(a.min) != (len(perm),):
+    raise ConfigError(f"the action normaliser has shape {np.shape(a.min)} (dims {a.dims}); "
+                      f"the {STATE_KEY!r} observation needs a per-dim {len(perm)}-D one")
+  idx = np.asarray(perm)
+  stats = dict(norm.stats)
+  stats[STATE_KEY] = FieldStats.create(np.asarray(a.min)[idx], np.asarray(a.max)[idx])
+  return LimitsNormalizer(stats)
+
+
 class AlohaTask(PlainDataset):
   """Stage-2 benchmark: one gym-aloha task's demonstrations, evaluated closed loop."""
   name = "aloha"
@@ -56,9 +76,12 @@ class AlohaTask(PlainDataset):
     data = super().load(config)
     data.task = config.data.task
     key = config.data.key_map.to_dict().get("actions", "")
+    perm = action_permutation(key) if key else list(range(data.action_dim))
+    if STATE_KEY in data.norm:
+      data.norm = state_in_action_scale(data.norm, perm)
     data.extra_meta.update(
         aloha_task=config.data.task,
-        action_permutation=action_permutation(key) if key else list(range(data.action_dim)),
+        action_permutation=perm,
         action_layout="gym-aloha joint positions, reordered to [12 arm joints (left, right), "
                       "left gripper, right gripper]; grippers normalised (1 = open)")
     return data
