@@ -196,3 +196,48 @@ def test_stage1_checkpoint_keeps_refusing_a_finetune_checkpoint_and_oracle_is_na
   c.stage1_checkpoint = str(tmp_path)
   with pytest.raises(ConfigError, match="oracle_checkpoint.*only used by mode='oracle'"):
     config_lib.validate(c)
+
+
+def test_stage1_scaling_plot_pools_the_records(tmp_path):
+  """experiments/plot_stage1_scaling.py groups the decoupled runs of the scaling chains by
+  stage-1 length, pools seeds (Wilson), carries the FK error, and plots from the records."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "plot_stage1_scaling", os.path.join(REPO, "experiments", "plot_stage1_scaling.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+
+  def rec(chain, mode, seed, k, steps=None, fk=None):
+    return {"chain": chain, "task": "PickPlaceCan", "mode": mode, "seed": seed, "successes": k,
+            "episodes": 50, "code_version": "x", "stage1_steps": steps,
+            "stage1_eval": {"pos_err_mm": fk, "rot_err_deg": 1.0} if fk else None}
+  recs = [rec("oracle", "normal", 0, 17), rec("oracle", "decoupled", 0, 10, 4000, 116.0),
+          rec("oracle", "oracle", 0, 15), rec("oracle", "decoupled", 42, 12, 4000, 116.0),
+          rec("stage1_16k", "decoupled", 0, 25, 16000, 77.0),
+          rec("demo_pairs", "decoupled", 0, 3, 4000, 200.0),     # another study: left out
+          dict(rec("stage1_16k", "decoupled", 1, 40, 16000, 77.0), task="Lift")]
+  points, normal = mod.scaling_points(recs, "PickPlaceCan")
+  assert list(points) == [4000, 16000]
+  assert (points[4000]["successes"], points[4000]["episodes"]) == (22, 100)
+  assert points[4000]["fk_mm"] == 116.0 and points[16000]["rate"] == 0.5
+  assert normal["successes"] == 17 and normal["episodes"] == 50
+  table = mod.markdown(points, normal)
+  assert "| 4,000 | 116.0 / 1.00 | 2 | 22 / 100 | 22.0% |" in table
+  mod.plot(points, normal, "PickPlaceCan", str(tmp_path / "s.png"))
+  assert os.path.getsize(tmp_path / "s.png") > 1000
+
+
+def test_simulator_venv_paths_stay_out_of_the_fingerprint():
+  """Where the ALOHA / LIBERO interpreter lives differs between machines and worktrees; a
+  record made with an explicit path must match the table run with the default ''."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  base = config_lib.from_file(os.path.join(REPO, "configs/aloha.py"))
+  moved = config_lib.from_file(os.path.join(REPO, "configs/aloha.py"))
+  moved.demos.aloha_python = moved.stage2.eval.aloha_python = "/elsewhere/bin/python"
+  for mode in ("normal", "decoupled"):
+    assert paper.run_fingerprint(base, "insertion", mode, 0) == \
+        paper.run_fingerprint(moved, "insertion", mode, 0)
+  moved.stage2.train.num_steps += 1                       # a value that changes the result
+  assert paper.run_fingerprint(base, "insertion", "normal", 0) != \
+      paper.run_fingerprint(moved, "insertion", "normal", 0)

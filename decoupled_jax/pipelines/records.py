@@ -24,7 +24,8 @@ from decoupled_jax import util
 # fingerprint, so a record matches the same run on another machine or in another workdir.
 _VOLATILE = ("progress", "data.dataset", "stage1_checkpoint", "oracle_checkpoint",
              "eval.progress", "eval.num_workers", "demos.num_workers", "demos.dataset_dir",
-             "data.fk.fk_backend")
+             "data.fk.fk_backend", "eval.aloha_python", "demos.aloha_python",
+             "eval.libero_python", "demos.libero_python")
 # What each record carries (the minimum first); the rest are the chain's row fields.
 REQUIRED = ("task", "mode", "seed", "backbone", "stage1", "successes", "episodes",
             "code_version")
