@@ -96,6 +96,23 @@ def test_committed_gap_records_match_the_table_configs():
     assert fp == r["fingerprint"], r["episodes_file"]
 
 
+def test_committed_aloha_records_match_the_config():
+  """docs/results/raw/aloha/runs.jsonl: each record's fingerprint is the one configs/aloha.py
+  gives that run today, so `paper.py --config=configs/aloha.py` on a fresh clone reuses every
+  record (and retrains nothing)."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  path = os.path.join(REPO, "docs/results/raw/aloha/runs.jsonl")
+  recs = [json.loads(line) for line in open(path) if line.strip()]
+  assert {(r["task"], r["mode"]) for r in recs} == {
+      (t, m) for t in ("transfer_cube", "insertion") for m in ("normal", "decoupled")}
+  c = config_lib.from_file(os.path.join(REPO, "configs/aloha.py"))
+  for r in recs:
+    assert r["episodes"] == 50 and r["seed"] in c.seeds
+    fp = paper.run_fingerprint(c, r["task"], r["mode"], r["seed"])
+    assert fp == r["fingerprint"], r["episodes_file"]
+
+
 def test_records_append_find_and_episode_files(tmp_path):
   recs = records.RunRecords(str(tmp_path / "t"))
   assert recs.all() == [] and recs.find("c", "Lift", "normal", 0, "f") is None
