@@ -216,13 +216,9 @@ def test_stage1_checkpoint_keeps_refusing_a_finetune_checkpoint_and_oracle_is_na
 
 
 def test_stage1_scaling_plot_pools_the_records(tmp_path):
-  """experiments/plot_stage1_scaling.py groups the decoupled runs of the scaling chains by
-  stage-1 length, pools seeds (Wilson), carries the FK error, and plots from the records."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "plot_stage1_scaling", os.path.join(REPO, "experiments", "plot_stage1_scaling.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  """pipelines/scaling.py (experiments/plot_stage1_scaling.py) groups the decoupled runs of the
+  scaling chains by stage-1 length, pools seeds (Wilson), carries the FK error, and plots."""
+  from decoupled_jax.pipelines import scaling as mod
 
   def rec(chain, mode, seed, k, steps=None, fk=None):
     return {"chain": chain, "task": "PickPlaceCan", "mode": mode, "seed": seed, "successes": k,
@@ -242,6 +238,10 @@ def test_stage1_scaling_plot_pools_the_records(tmp_path):
   assert "| 4,000 | 116.0 / 1.00 | 2 | 22 / 100 | 22.0% |" in table
   mod.plot(points, normal, "PickPlaceCan", str(tmp_path / "s.png"))
   assert os.path.getsize(tmp_path / "s.png") > 1000
+  out = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "plot_stage1_scaling.py"),
+                        f"--output={tmp_path / 'b.png'}"], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+  assert out.returncode == 0 and "| 64,000 |" in out.stdout, out.stderr[-2000:]
 
 
 def test_simulator_venv_paths_stay_out_of_the_fingerprint():
