@@ -54,6 +54,35 @@ def write_jsonl(path: str, rows: Iterable[Any], *, sort_keys: bool = False,
 
 
 # ---------------------------------------------------------------------- checkpoint steps
+def read_jsonl_by(path: str, key: str = "episode") -> dict[int, dict]:
+  """The rows of a resumable jsonl results file by their integer `key` (a later row wins); a
+  missing file is empty, and a line a kill cut short is skipped (that row reruns)."""
+  rows = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        line = line.strip()
+        if not line:
+          continue
+        try:
+          r = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        rows[int(r[key])] = r
+  return rows
+
+
+def count_hdf5_demos(path: str) -> int:
+  """How many `data/demo_*` groups a robomimic-layout HDF5 holds (0 if it is missing or not
+  readable as one): what a resumable demo writer has already kept."""
+  import h5py
+  try:
+    with h5py.File(path, "r") as f:
+      return sum(1 for k in f["data"].keys() if k.startswith("demo_"))
+  except (OSError, KeyError):
+    return 0
+
+
 def checkpoint_steps(checkpoint_dir: str) -> list[int]:
   """The finished steps of an orbax checkpoints folder, ascending (orbax renames a step's
   folder to its bare number only once every file is written); [] when there is no folder."""

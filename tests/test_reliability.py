@@ -371,3 +371,26 @@ def test_torn_metrics_line_is_dropped_on_resume(tmp_path, caplog):
   assert [r["step"] for r in log.rows()] == [2, 4, 6, 8]
   for line in open(path):                           # every line whole again
     json.loads(line)
+
+
+def test_resumable_rows_and_demo_counts_of_the_simulator_sides(tmp_path):
+  """util.read_jsonl_by / count_hdf5_demos, what the LIBERO and ALOHA runners and demo writers
+  resume from: a line cut by a kill is skipped (that episode reruns), a later row of an episode
+  wins, a missing or foreign file counts as nothing done."""
+  import h5py
+  from decoupled_jax import util
+  path = tmp_path / "episodes.jsonl"
+  assert util.read_jsonl_by(str(path)) == {}
+  path.write_text('{"episode": 0, "success": false}\n\n{"episode": 1, "success": true}\n'
+                  '{"episode": 0, "success": true}\n{"episode": 2, "succ')
+  rows = util.read_jsonl_by(str(path))
+  assert sorted(rows) == [0, 1] and rows[0]["success"] is True
+  demos = tmp_path / "d.hdf5"
+  assert util.count_hdf5_demos(str(demos)) == 0
+  with h5py.File(demos, "w") as f:
+    f.create_group("other")
+  assert util.count_hdf5_demos(str(demos)) == 0
+  with h5py.File(demos, "w") as f:
+    for name in ("demo_0", "demo_1", "mask"):
+      f.create_group(f"data/{name}")
+  assert util.count_hdf5_demos(str(demos)) == 2

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from decoupled_jax.aloha import env as aloha_env
-from decoupled_jax.util import write_json
+from decoupled_jax.util import count_hdf5_demos, write_json
 
 
 def demo_path(out_dir: str, task: str) -> str:
@@ -47,15 +47,6 @@ def attempt_seed(seed: int, task: str, attempt: int) -> int:
   """gym-aloha pose-sampler seed of attempt `attempt` (deterministic, < 2**32)."""
   ss = np.random.SeedSequence([int(seed), aloha_env.TASKS.index(task), int(attempt)])
   return int(ss.generate_state(1, np.uint32)[0])
-
-
-def count_demos(path: str) -> int:
-  import h5py
-  try:
-    with h5py.File(path, "r") as f:
-      return sum(1 for k in f["data"].keys() if k.startswith("demo_"))
-  except (OSError, KeyError):
-    return 0
 
 
 def _create(group, name, arr, image=False):
@@ -108,7 +99,7 @@ def generate_task(task: str, out_dir: str, num_demos: int, seed: int = 0,
     raise ValueError(f"num_demos must be >= 1, got {num_demos}")
   path = demo_path(out_dir, task)
   sidecar = path + ".json"
-  have = count_demos(path) if os.path.exists(path) else 0
+  have = count_hdf5_demos(path)
   if have >= num_demos:
     info = json.load(open(sidecar)) if os.path.exists(sidecar) else {
         "task": task, "num_demos": have}

@@ -36,7 +36,7 @@ import numpy as np
 
 from decoupled_jax.aloha import env as aloha_env
 from decoupled_jax.sim_client import Client, ServerGone
-from decoupled_jax.util import wilson_interval, write_json
+from decoupled_jax.util import read_jsonl_by, wilson_interval, write_json
 
 log = logging.getLogger("aloha_runner")
 try:   # the simulator side's error for a diverged simulation (dm_control is in the ALOHA venv)
@@ -168,22 +168,6 @@ def run_episode(task, client: Client, pose_seed: int, *, seed: int, obs_keys, n_
   return done({"success": False, "steps": max_steps, "reward": task.reward})
 
 
-def _read_done(path: str) -> dict[int, dict]:
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          r = json.loads(line)
-        except json.JSONDecodeError:    # a line cut by a kill: that episode reruns
-          continue
-        done[int(r["episode"])] = r
-  return done
-
-
 def _write_video(path: str, frames, fps: int = aloha_env.FPS):
   import imageio
   tmp = path + ".tmp.mp4"
@@ -214,7 +198,7 @@ def evaluate(address: str, task: str, out_dir: str, *, episodes: int = 50, eval_
   tdir = os.path.join(out_dir, task)
   os.makedirs(tdir, exist_ok=True)
   path = os.path.join(tdir, "episodes.jsonl")
-  done = _read_done(path)
+  done = read_jsonl_by(path)
   env = None
   try:
     for e in range(episodes):

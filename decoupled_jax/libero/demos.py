@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from decoupled_jax.libero import suites
-from decoupled_jax.util import write_json
+from decoupled_jax.util import count_hdf5_demos, write_json
 
 PLACEMENT_TOL = 0.08        # m: settled object xy vs. the nearest bundled init state's
 CAMERA_KEYS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
@@ -53,15 +53,6 @@ def attempt_seeds(seed: int, suite: str, task_id: int, attempt: int) -> tuple[in
   ss = np.random.SeedSequence([int(seed), suites.SUITES.index(suite), int(task_id), int(attempt)])
   a, b = ss.generate_state(2)
   return int(a), int(b)
-
-
-def count_demos(path: str) -> int:
-  import h5py
-  try:
-    with h5py.File(path, "r") as f:
-      return sum(1 for k in f["data"].keys() if k.startswith("demo_"))
-  except (OSError, KeyError):
-    return 0
 
 
 class PlacementCheck:
@@ -165,7 +156,7 @@ def generate_task(suite: str, task_id: int, out_dir: str, num_demos: int, seed: 
   lib_task, _, _ = task_info(suite, task_id)
   path = demo_path(out_dir, suite, lib_task.name)
   sidecar = path + ".json"
-  have = count_demos(path) if os.path.exists(path) else 0
+  have = count_hdf5_demos(path)
   if have >= num_demos:
     info = json.load(open(sidecar)) if os.path.exists(sidecar) else {
         "suite": suite, "task_id": task_id, "num_demos": have}

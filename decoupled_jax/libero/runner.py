@@ -31,7 +31,7 @@ import numpy as np
 
 from decoupled_jax.libero import suites
 from decoupled_jax.sim_client import Client, ServerGone
-from decoupled_jax.util import wilson_interval, write_json
+from decoupled_jax.util import read_jsonl_by, wilson_interval, write_json
 
 log = logging.getLogger("libero_runner")
 IMAGE_SUFFIX = "_image"
@@ -90,22 +90,6 @@ def run_episode(task, client: Client, init_state, *, seed: int, lang_vec, lang_k
           "infer_ms": float(np.mean(infer_ms)) if infer_ms else 0.0}
 
 
-def _read_done(path: str) -> dict[int, dict]:
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          r = json.loads(line)
-        except json.JSONDecodeError:    # a line cut by a kill: that episode reruns
-          continue
-        done[int(r["episode"])] = r
-  return done
-
-
 def evaluate(address: str, suite: str, task_ids: Sequence[int], out_dir: str, *,
              episodes: int = suites.EPISODES_PER_TASK, eval_seed: int = 0,
              replan: int = suites.REPLAN_EVERY, reconnect_timeout_s: float = 300.0,
@@ -129,7 +113,7 @@ def evaluate(address: str, suite: str, task_ids: Sequence[int], out_dir: str, *,
   per_task = {}
   for tid in task_ids:
     path = os.path.join(sdir, f"task_{tid}.jsonl")
-    done = _read_done(path)
+    done = read_jsonl_by(path)
     task = None
     try:
       for e in range(episodes):
