@@ -21,8 +21,10 @@ Tables (`table=`):
   backbones      DP-MLP vs DP-C (U-Net narrowed to down_dims 64/128/256 on CPU), normal and
                  decoupled, Lift and Stack, seeds 0/42.
   signal         stage-1 signal jp / eepose / none, stage 1 on demonstration pairs (the paper's
-                 source: the Lift demos), and the random-frozen backbone; decoupled (normal as the
-                 reference), Lift and Stack, seeds 0/42.
+                 source: the first task's demos), and the random-frozen backbone; decoupled
+                 (normal as the reference), Lift and PickPlaceCan, seeds 0/42. The jp chain's
+                 stage 1 is the shipped 16k expert (the same generated-FK jp stage 1 the other
+                 signals are trained like).
   conditioning   the unified transformer's 8 conditioning mechanisms (narrowed: n_emb 128,
                  4 layers), normal vs decoupled, Lift, seeds 0/42.
   normalization  stage-1 condition/target normalisation: ours (joint limits, fixed position box,
@@ -130,13 +132,17 @@ def get_config(arg=None):
           {} if a.full_size else {"down_dims": (64, 128, 256), "diffusion_step_embed_dim": 64})
   elif a.table == "signal":
     t.description = "what stage 1 is trained on: jp / eepose / none, demo pairs, random frozen"
-    t.chains.jp = _chain(a, two_tasks, two_seeds)
+    sig_tasks = tasks or ("Lift", "PickPlaceCan")
+    t.chains.jp = _chain(a, sig_tasks, two_seeds)
+    if not a.debug:   # the generated-FK jp stage 1 of STAGE1_STEPS, exported (quickstart EXPERT)
+      t.chains.jp.stage1_checkpoint = config_lib.from_file(
+          os.path.join(HERE, "quickstart.py")).stage1_checkpoint
     for signal in ("eepose", "none"):
-      t.chains[signal] = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
+      t.chains[signal] = _chain(a, sig_tasks, two_seeds, modes=("decoupled",))
       t.chains[signal].stage1.data.signal = signal
-    t.chains.demo_pairs = _chain(a, two_tasks, two_seeds, modes=("decoupled",))
+    t.chains.demo_pairs = _chain(a, sig_tasks, two_seeds, modes=("decoupled",))
     t.chains.demo_pairs.stage1.data.source = "demos"   # the first task's demonstrations
-    t.chains.random_frozen = _chain(a, two_tasks, two_seeds, modes=("random_frozen",))
+    t.chains.random_frozen = _chain(a, sig_tasks, two_seeds, modes=("random_frozen",))
   elif a.table == "gap":
     if a.part not in GAP_PARTS:
       raise config_lib.ConfigError(f"part={a.part!r}: one of {GAP_PARTS}")
