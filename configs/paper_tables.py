@@ -41,6 +41,9 @@ Tables (`table=`):
                  part=final      normal vs decoupled on the closed gap: the shipped 16k expert
                                  (configs/quickstart.py EXPERT), seeds 0/42/420, 150 episodes
                                  per run (`tasks=Lift` for Lift).
+                 part=libero     libero_spatial low-dim (configs/libero.py's CPU preset, narrowed
+                                 DP-C): normal, decoupled on a 16k-step stage 1 (LIBERO's, on
+                                 the demos), and the oracle; needs `make libero-env`.
                  (part=oracle and part=data keep the 4k stage 1 they were measured with.)
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
@@ -52,7 +55,7 @@ from decoupled_jax import config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLES = ("main", "backbones", "signal", "conditioning", "observations", "normalization", "gap")
-GAP_PARTS = ("oracle", "scaling", "data", "width", "final")
+GAP_PARTS = ("oracle", "scaling", "data", "width", "final", "libero")
 # Every table's stage-1 length (the gap study's oracle and data parts keep the 4k they measured).
 STAGE1_STEPS = 16_000
 # Raw records (runs.jsonl + per-episode outcomes) live in the repository, so a table resumes on
@@ -167,6 +170,15 @@ def get_config(arg=None):
       t.chains.demo_pairs = _chain(a, can, gap_seeds, modes=("decoupled",))
       t.chains.demo_pairs.stage1.data.source = "demos"   # the task's own demonstrations
       _stage1_4k(a, t.chains.demo_pairs)   # the same length as part=oracle's FK stage 1
+    elif a.part == "libero":
+      c = t.chains.libero_spatial = config_lib.from_file(
+          os.path.join(HERE, "libero.py"), "suites=libero_spatial,fk=False"
+          + (",debug" if a.debug else ""))
+      c.modes = ("normal", "decoupled", "oracle")
+      if seeds:
+        c.seeds = seeds
+      if not a.debug:   # the table's stage-1 length (configs/libero.py: 4000)
+        c.stage1.train.num_steps, c.stage1.train.checkpoint_every = STAGE1_STEPS, 2000
     else:
       a.full_mlp = not a.debug
       t.chains.paper_width = _chain(a, can, seeds or (0,))

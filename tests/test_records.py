@@ -86,7 +86,8 @@ def test_committed_gap_records_match_the_table_configs():
   from decoupled_jax.pipelines import paper
   path = os.path.join(REPO, "docs/results/raw/decoupled_gap/runs.jsonl")
   recs = [json.loads(line) for line in open(path) if line.strip()]
-  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final"}
+  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final",
+           "libero_spatial": "libero"}
   assert recs
   for r in recs:
     part = "scaling" if r["chain"].startswith("stage1_") else parts[r["chain"]]
@@ -94,6 +95,19 @@ def test_committed_gap_records_match_the_table_configs():
                              f"table=gap,part={part}")
     fp = paper.run_fingerprint(t.chains[r["chain"]], r["task"], r["mode"], r["seed"])
     assert fp == r["fingerprint"], r["episodes_file"]
+
+
+def test_gap_libero_part_is_the_libero_preset_with_the_oracle_and_a_16k_stage1():
+  """table=gap,part=libero: configs/libero.py's CPU preset on libero_spatial (no FK arm), the
+  oracle after normal, the tables' stage-1 length, records beside the other gap parts."""
+  from decoupled_jax import config_lib
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=gap,part=libero")
+  c = t.chains.libero_spatial
+  base = config_lib.from_file(os.path.join(REPO, "configs/libero.py"), "suites=libero_spatial,fk=False")
+  assert c.tasks == ("libero_spatial",) and c.modes == ("normal", "decoupled", "oracle")
+  assert c.stage1.train.num_steps == 16_000 and base.stage1.train.num_steps == 4000
+  assert c.stage2.to_dict() == base.stage2.to_dict()   # stage 2 exactly the LIBERO table's
+  assert t.record_dir.endswith(os.path.join("raw", "decoupled_gap"))
 
 
 def test_committed_aloha_records_match_the_config():

@@ -302,7 +302,8 @@ def _table(config, workdir: str) -> dict:
   rows, chains, parts = [], {}, []
   recs = records.RunRecords(config.record_dir) if config.get("record_dir", "") else None
   for name, chain in config.chains.items():
-    demos_dir = os.path.join(workdir, "demos_images" if chain.demos.images else "demos")
+    images = chain.demos.get("images", False) or bool(chain.demos.get("cameras", ()))
+    demos_dir = os.path.join(workdir, "demos_images" if images else "demos")
     res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir, chain=name, recs=recs,
                  table=config.table)
     chains[name] = {"stage1": res["stage1"], "demos": res["demos"]}
