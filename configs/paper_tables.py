@@ -84,6 +84,11 @@ def _chain(a, tasks, seeds, modes=("normal", "decoupled")):
   return c
 
 
+def _shipped_expert() -> str:
+  """The quickstart's shipped 16k expert (`pretrained:<name>`, configs/quickstart.py EXPERT)."""
+  return config_lib.from_file(os.path.join(HERE, "quickstart.py")).stage1_checkpoint
+
+
 def _stage1_4k(a, c):
   """The stage-1 length the gap study's oracle and data parts were measured with."""
   if not a.debug:
@@ -138,8 +143,7 @@ def get_config(arg=None):
     sig_tasks = tasks or ("Lift", "PickPlaceCan")
     t.chains.jp = _chain(a, sig_tasks, two_seeds)
     if not a.debug:   # the generated-FK jp stage 1 of STAGE1_STEPS, exported (quickstart EXPERT)
-      t.chains.jp.stage1_checkpoint = config_lib.from_file(
-          os.path.join(HERE, "quickstart.py")).stage1_checkpoint
+      t.chains.jp.stage1_checkpoint = _shipped_expert()
     for signal in ("eepose", "none"):
       t.chains[signal] = _chain(a, sig_tasks, two_seeds, modes=("decoupled",))
       t.chains[signal].stage1.data.signal = signal
@@ -156,7 +160,7 @@ def get_config(arg=None):
       _stage1_4k(a, t.chains.oracle)
     elif a.part == "final":
       c = t.chains.final = _chain(a, can, seeds or (0, 42, 420))
-      c.stage1_checkpoint = config_lib.from_file(os.path.join(HERE, "quickstart.py")).stage1_checkpoint
+      c.stage1_checkpoint = _shipped_expert()
       if not a.debug:
         c.stage2.eval.num_episodes = 150
     elif a.part == "scaling":
