@@ -152,6 +152,28 @@ def test_code_version_names_a_commit():
   assert v == "unknown" or len(v.split("-")[0]) >= 7
 
 
+def test_records_written_into_the_checkout_do_not_make_its_version_dirty(tmp_path):
+  """A table writes its records into the checkout it runs from: those are results, not code.
+  Any other tracked change still marks the version '-dirty'."""
+  import subprocess
+  def git(*args):
+    subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+  raw = tmp_path / records.RAW_ROOT / "t"
+  raw.mkdir(parents=True)
+  (raw / "runs.jsonl").write_text("{}\n")
+  (tmp_path / "code.py").write_text("x = 1\n")
+  git("init", "-q")
+  git("add", ".")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+  clean = records.describe(str(tmp_path / records.RAW_ROOT))
+  assert clean and not clean.endswith("-dirty")
+  (raw / "runs.jsonl").write_text("{}\n{}\n")
+  (raw / "new_episodes.jsonl").write_text("{}\n")
+  assert records.describe(str(tmp_path / records.RAW_ROOT)) == clean
+  (tmp_path / "code.py").write_text("x = 2\n")
+  assert records.describe(str(tmp_path / records.RAW_ROOT)) == clean + "-dirty"
+
+
 @pytest.mark.sim
 def test_oracle_table_records_and_resumes_from_records_alone(tmp_path):
   """normal -> decoupled -> oracle at debug size, recorded; then a fresh workdir reruns

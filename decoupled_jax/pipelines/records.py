@@ -31,17 +31,34 @@ REQUIRED = ("task", "mode", "seed", "backbone", "stage1", "successes", "episodes
             "code_version")
 
 
+# Records are written into the checkout that runs the table; they are results, not code, so
+# they do not make a version "-dirty" (docs/results/README.md, "Raw records").
+RAW_ROOT = "docs/results/raw"
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-  """`git describe --always --dirty` of the checkout this package runs from ('unknown' when
-  the package is installed without its repository)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  try:
-    out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty", "--abbrev=12"],
-                         capture_output=True, text=True, timeout=10)
-  except (OSError, subprocess.SubprocessError):
+  """The commit this package runs from ('unknown' when installed without its repository):
+  `git describe --always --abbrev=12`, plus '-dirty' when a tracked file outside
+  docs/results/raw differs from that commit."""
+  return describe(os.path.dirname(os.path.abspath(__file__)))
+
+
+def describe(repo_dir: str) -> str:
+  """`code_version` of the git checkout holding `repo_dir`."""
+  def git(*args):
+    try:
+      out = subprocess.run(["git", "-C", repo_dir, *args], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return out.stdout.strip() if out.returncode == 0 else None
+  version = git("describe", "--always", "--abbrev=12")
+  if not version:
     return "unknown"
-  return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+  changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                f":(top,exclude){RAW_ROOT}")
+  return version + ("-dirty" if changed is None or changed else "")
 
 
 def _drop(d: dict, dotted: str) -> None:
