@@ -110,6 +110,24 @@ def test_gap_libero_part_is_the_libero_preset_with_the_oracle_and_a_16k_stage1()
   assert t.record_dir.endswith(os.path.join("raw", "decoupled_gap"))
 
 
+def test_each_benchmark_names_the_demos_folder_its_chains_share():
+  """A table's chains share `workdir/<folder>` when their demonstrations are the same files;
+  each benchmark says which of its chains' demos differ (robosuite and ALOHA: images,
+  LIBERO: cameras), so a low-dim and an image chain never overwrite each other's."""
+  from decoupled_jax import benchmarks, config_lib
+  def folder(path, arg=None):
+    c = config_lib.from_file(os.path.join(REPO, path), arg)
+    return benchmarks.stage2(c.stage2).chain_demos_folder(c)
+  assert folder("configs/quickstart.py") == "demos"
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=observations")
+  assert {benchmarks.stage2(c.stage2).chain_demos_folder(c) for c in t.chains.values()} >= {
+      "demos_images"}
+  assert folder("configs/libero.py") == "demos"
+  assert folder("configs/libero.py", "images") == "demos_images"
+  assert folder("configs/aloha.py") == "demos"
+  assert folder("configs/aloha.py", "obs=image") == "demos_images"
+
+
 def test_committed_aloha_records_match_the_config():
   """docs/results/raw/aloha/runs.jsonl: each record's fingerprint is the one configs/aloha.py
   gives that run today, so `paper.py --config=configs/aloha.py` on a fresh clone reuses every

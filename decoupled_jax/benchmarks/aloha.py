@@ -94,6 +94,9 @@ class AlohaTask(PlainDataset):
     return None, final_evaluate
 
   # ---------------------------------------------------------------- chain hooks (pipelines/paper.py)
+  def chain_demos_folder(self, chain) -> str:
+    return "demos_images" if chain.demos.images else "demos"
+
   def chain_demos(self, chain, demos_dir: str, tasks) -> dict:
     """{task: {'output': its HDF5, 'expert': the scripted expert's sidecar}}."""
     return generate_demos(chain, demos_dir, tasks)

@@ -62,6 +62,11 @@ class Stage2Benchmark:
     is the run's batch-1 `inference.PolicyRunner`."""
     raise NotImplementedError
 
+  def chain_demos_folder(self, chain) -> str:
+    """The folder, under a table's workdir, that chain `chain`'s demonstrations go to: chains
+    whose demonstrations are the same files share one (pipelines/paper.py `_table`)."""
+    raise NotImplementedError
+
 
 def stage1_benchmark(meta: dict) -> Optional[str]:
   """The stage-1 benchmark a checkpoint's meta was trained on; None for a stage-2 checkpoint.

@@ -194,6 +194,9 @@ class LiberoSuite(Stage2Benchmark):
     return None, final_evaluate
 
   # ---------------------------------------------------------------- chain hooks (pipelines/paper.py)
+  def chain_demos_folder(self, chain) -> str:
+    return "demos_images" if chain.demos.cameras else "demos"
+
   def chain_demos(self, chain, demos_dir: str, suites) -> dict:
     """{suite: {'output': the demos directory, 'tasks': per-task sidecars}}."""
     out = generate_demos(chain, demos_dir, suites)

@@ -111,6 +111,9 @@ class RobosuiteTask(Stage2Benchmark):
     return evaluate, final_evaluate
 
   # ---------------------------------------------------------------- chain hooks (pipelines/paper.py)
+  def chain_demos_folder(self, chain) -> str:
+    return "demos_images" if chain.demos.images else "demos"
+
   def chain_demos(self, chain, demos_dir: str, tasks) -> dict:
     """{task: demos info with 'output' = its HDF5} for the chain's tasks."""
     return {t: demos_for_task(chain, demos_dir, t) for t in tasks}

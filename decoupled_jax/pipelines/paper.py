@@ -302,8 +302,8 @@ def _table(config, workdir: str) -> dict:
   rows, chains, parts = [], {}, []
   recs = records.RunRecords(config.record_dir) if config.get("record_dir", "") else None
   for name, chain in config.chains.items():
-    images = chain.demos.get("images", False) or bool(chain.demos.get("cameras", ()))
-    demos_dir = os.path.join(workdir, "demos_images" if images else "demos")
+    demos_dir = os.path.join(workdir,
+                             benchmarks.stage2(chain.stage2).chain_demos_folder(chain))
     res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir, chain=name, recs=recs,
                  table=config.table)
     chains[name] = {"stage1": res["stage1"], "demos": res["demos"]}
