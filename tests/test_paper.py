@@ -49,6 +49,11 @@ def test_notebook_runs_the_chain_and_writes_results(chain):
   assert by_mode["normal"]["trainable_params"] == by_mode["normal"]["total_params"]
   for name in ("results.md", "results.png", "stage1/summary.json", "demos/Lift.hdf5"):
     assert os.path.exists(os.path.join(workdir, name)), name
+  # Stage 1 is trained when the first run that freezes it comes up: the normal run (and its
+  # record, in a table) finishes before it starts.
+  normal_done = os.path.getmtime(os.path.join(workdir, "Lift", "normal", "summary.json"))
+  assert normal_done <= min(os.path.getmtime(os.path.join(workdir, "stage1", f))
+                            for f in os.listdir(os.path.join(workdir, "stage1")))
   assert any(f.endswith(".mp4") for f in os.listdir(os.path.join(workdir, "Lift", "decoupled", "videos")))
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)

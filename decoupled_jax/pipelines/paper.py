@@ -1,10 +1,11 @@
 """The chain driver of every benchmark, resumable (the library's main job; `make demo`, the
 paper tables, the LIBERO chain):
 
-  stage-1 pretraining (on-device FK data, a shipped expert, or a benchmark's own pairs) ->
   demonstrations (generated or reused) -> stage-2 runs per (task, seed, mode) (same seed and
-  budget) -> evaluation -> results table (Markdown + results.json), plot, TensorBoard logs,
-  rollout videos, and the raw records of a table (`record_dir`, pipelines/records.py).
+  budget), each stage-1 pretraining (on-device FK data, a shipped expert, or a benchmark's own
+  pairs) trained when the first run that freezes it comes up -> evaluation -> results table
+  (Markdown + results.json), plot, TensorBoard logs, rollout videos, and the raw records of a
+  table (`record_dir`, pipelines/records.py): a run's record lands as soon as it finishes.
 
 What differs per benchmark (`config.stage2.benchmark`: robosuite tasks or LIBERO suites) is
 its chain hooks in `decoupled_jax/benchmarks/` (`chain_demos`, `chain_stage2`, `chain_notes`);
@@ -358,27 +359,31 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
   t = time.time()
   demos = bench.chain_demos(config, demos_dir, need) if need else {}
   timings["demos_s"] = time.time() - t
-  stage1s, stage1_ckpts = {}, {}
-  for arm in arms:
-    t = time.time()
-    if not arm and config.get("stage1_checkpoint", ""):
-      stage1s[arm] = stage1_given(config)   # a shipped expert (pretrained:<name>) or a given run
-    else:
-      first = demos[config.tasks[0]]["output"] if demos else ""
-      stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=config.tasks)
-      timings[f"stage1{'_' + arm if arm else ''}_s"] = time.time() - t
-    stage1_ckpts[arm] = stage1s[arm]["checkpoint_dir"]
-  stage1 = stage1s.get("")
+  stage1s = {}
+
+  def stage1_of(arm: str) -> dict:
+    """Stage 1 `arm`, trained (or loaded) when the first run that freezes it comes up, so the
+    runs before it (normal, ...) land their records first."""
+    if arm not in stage1s:
+      t = time.time()
+      if not arm and config.get("stage1_checkpoint", ""):
+        stage1s[arm] = stage1_given(config)   # a shipped expert (pretrained:<name>) or a run
+      else:
+        first = demos[config.tasks[0]]["output"] if demos else ""
+        stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=config.tasks)
+        timings[f"stage1{'_' + arm if arm else ''}_s"] = time.time() - t
+    return stage1s[arm]
+
   rows, normal_ckpt = [], {}
   for key in plan:
     task, mode, seed = key
     if key in found and key not in need_ckpt:
       rows.append(dict(found[key], run_dir=None))
       continue
-    t = time.time()
     arm = stage1_arm(mode)
-    s = run_stage2(config, workdir, task, mode, demos[task]["output"],
-                   stage1_ckpts.get(arm, "") if arm is not None else "", seed,
+    stage1_ckpt = stage1_of(arm)["checkpoint_dir"] if arm is not None else ""
+    t = time.time()
+    s = run_stage2(config, workdir, task, mode, demos[task]["output"], stage1_ckpt, seed,
                    oracle_ckpt=normal_ckpt.get((task, seed), ""))
     s["run_dir"] = stage2_dir(workdir, task, mode, seed, len(config.seeds))
     timings[f"{task}_{mode}_seed{seed}_s"] = time.time() - t
@@ -392,7 +397,7 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
       _record(recs, config, chain, table or config.get("table", ""), row, fps[key],
               stage1s.get(arm) if arm is not None else None)
     rows.append(row)
-  stage1 = stage1 or _stage1_from_rows(rows)
+  stage1 = stage1s.get("") or _stage1_from_rows(rows)
   timings["total_s"] = time.time() - t0
   results = {"rows": rows, "stage1": stage1, "demos": demos, "timings_this_invocation": timings,
              "config": common.config_to_dict(config),
