@@ -97,6 +97,21 @@ def test_committed_gap_records_match_the_table_configs():
     assert fp == r["fingerprint"], r["episodes_file"]
 
 
+def test_committed_signal_records_match_the_table_config():
+  """docs/results/raw/signal/runs.jsonl (T3): each record's fingerprint is the one
+  `table=signal` gives that run today, so rerunning T3 on a fresh clone skips it."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  path = os.path.join(REPO, "docs/results/raw/signal/runs.jsonl")
+  recs = [json.loads(line) for line in open(path) if line.strip()]
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=signal")
+  assert recs and {r["chain"] for r in recs} <= set(t.chains)
+  for r in recs:
+    assert r["task"] in t.chains[r["chain"]].tasks and r["seed"] in t.chains[r["chain"]].seeds
+    fp = paper.run_fingerprint(t.chains[r["chain"]], r["task"], r["mode"], r["seed"])
+    assert fp == r["fingerprint"], r["episodes_file"]
+
+
 def test_gap_libero_part_is_the_libero_preset_with_the_oracle_and_a_16k_stage1():
   """table=gap,part=libero: configs/libero.py's CPU preset on libero_spatial (no FK arm), the
   oracle after normal, the tables' stage-1 length, records beside the other gap parts."""
