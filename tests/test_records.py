@@ -327,3 +327,14 @@ def test_simulator_venv_paths_stay_out_of_the_fingerprint():
   moved.stage2.train.num_steps += 1                       # a value that changes the result
   assert paper.run_fingerprint(base, "insertion", "normal", 0) != \
       paper.run_fingerprint(moved, "insertion", "normal", 0)
+
+
+def test_stage1_description_names_what_each_benchmark_pretrains_on():
+  """A LIBERO stage 1 (demonstration state -> delta action) is not described as generated FK."""
+  ev = {"eval": {"pos_err_mm": 5.6, "baseline_pos_err_mm": 37.8}}
+  libero = records.stage1_description(
+      {"benchmark": "libero", "data": {"signal": "eepose"}, "train": {"num_steps": 16}}, ev)
+  fk = records.stage1_description(
+      {"benchmark": "fk", "data": {"signal": "jp"}, "train": {"num_steps": 16}}, ev)
+  assert libero.startswith("LIBERO demonstrations") and "delta-action error 5.6" in libero
+  assert fk.startswith("generated Panda FK") and "held-out FK 5.6 mm" in fk

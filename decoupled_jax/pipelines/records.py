@@ -166,11 +166,17 @@ def stage1_description(stage1_config: dict, summary: Optional[dict]) -> str:
   source = d.get("source", "generated")
   robot = stage1_config.get("robot", {}).get("mjcf", "panda")
   robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
-  text = (f"{f'generated {robot} FK' if source == 'generated' else 'demonstration pairs'}, "
-          f"signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
+  bench = stage1_config.get("benchmark") or "fk"
+  what = (f"generated {robot} FK" if bench == "fk" and source == "generated" else
+          "demonstration pairs" if bench == "fk" else
+          f"{bench.upper()} demonstrations (state -> delta action)")
+  text = (f"{what}, signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
           f"{t.get('batch_size', '?')}")
   ev = (summary or {}).get("eval") or {}
-  if "pos_err_mm" in ev:
+  if "pos_err_mm" in ev and bench != "fk":
+    text += (f"; held-out delta-action error {ev['pos_err_mm']:.1f} mm/step (mean-action "
+             f"baseline {ev['baseline_pos_err_mm']:.1f})")
+  elif "pos_err_mm" in ev:
     text += (f"; held-out FK {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
              f"{ev['baseline_pos_err_mm']:.1f} mm)")
   return text
