@@ -331,10 +331,11 @@ def test_simulator_venv_paths_stay_out_of_the_fingerprint():
 
 def test_stage1_description_names_what_each_benchmark_pretrains_on():
   """A LIBERO stage 1 (demonstration state -> delta action) is not described as generated FK."""
+  from decoupled_jax import benchmarks
   ev = {"eval": {"pos_err_mm": 5.6, "baseline_pos_err_mm": 37.8}}
-  libero = records.stage1_description(
+  libero = benchmarks.get("pretrain", "libero").describe(
       {"benchmark": "libero", "data": {"signal": "eepose"}, "train": {"num_steps": 16}}, ev)
-  fk = records.stage1_description(
+  fk = benchmarks.get("pretrain", "fk").describe(
       {"benchmark": "fk", "data": {"signal": "jp"}, "train": {"num_steps": 16}}, ev)
   assert libero.startswith("LIBERO demonstrations") and "delta-action error 5.6" in libero
   assert fk.startswith("generated Panda FK") and "held-out FK 5.6 mm" in fk

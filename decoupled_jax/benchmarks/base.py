@@ -6,7 +6,8 @@ experts fit it, and how a trained model is scored — lives in one benchmark obj
 `DataConfigFactory` does for its data:
 
   stage 1 (`config.stage='pretrain'`) objects return `Stage1Data`: condition/target batches,
-  the normaliser, held-out windows and the error function of the one stage-1 evaluation;
+  the normaliser, held-out windows and the error function of the one stage-1 evaluation, and
+  `describe` what a trained stage 1 saw in one line (a table record's `stage1`);
   stage 2 (`config.stage='finetune'`) objects return `TaskData` (episodes, normaliser, task,
   action space) and give `check_stage1` (the stage-1 compatibility rule) and `evaluators`.
 
@@ -142,6 +143,14 @@ def _plain(x):
 
 
 # ------------------------------------------------------------------------------- stage 1
+def stage1_recipe(config) -> str:
+  """'signal <s>, <steps> steps x <batch>' of a stage-1 config (a ConfigDict or its dict), the
+  part of a stage-1 benchmark's `describe` that every benchmark shares."""
+  d, t = config.get("data", {}), config.get("train", {})
+  return (f"signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
+          f"{t.get('batch_size', '?')}")
+
+
 @dataclasses.dataclass
 class Stage1Data:
   """A stage-1 benchmark's data: exactly one of `host_batches` / `device_batch_fn` (already

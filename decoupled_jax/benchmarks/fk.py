@@ -32,11 +32,13 @@ mean joint error).
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, _project_mean,
-                                           mean_pose_baseline, pose_errors)
+                                           mean_pose_baseline, pose_errors, stage1_recipe)
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.kinematics import robot as robot_lib
 from decoupled_jax.kinematics import trajectories
@@ -131,6 +133,19 @@ class FKData:
 
   def load(self, config) -> Stage1Data:
     return load(config)
+
+  def describe(self, config, summary: dict | None) -> str:
+    """What a stage 1 of `config` saw, and its held-out FK error (`summary`: its run's)."""
+    robot = config.get("robot", {}).get("mjcf", "panda")
+    robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
+    generated = config.get("data", {}).get("source", "generated") == "generated"
+    text = (f"{f'generated {robot} FK' if generated else 'demonstration pairs'}, "
+            f"{stage1_recipe(config)}")
+    ev = (summary or {}).get("eval") or {}
+    if "pos_err_mm" in ev:
+      text += (f"; held-out FK {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
+               f"{ev['baseline_pos_err_mm']:.1f} mm)")
+    return text
 
 
 def load(config) -> Stage1Data:

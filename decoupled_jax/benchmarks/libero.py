@@ -27,7 +27,7 @@ import numpy as np
 from decoupled_jax.benchmarks import venv
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, Stage2Benchmark, TaskData,
                                            check_stage1_checkpoint, mean_pose_baseline,
-                                           pose_errors)
+                                           pose_errors, stage1_recipe)
 from decoupled_jax.data import libero as libero_data
 from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
@@ -140,6 +140,15 @@ class LiberoPairs:
     data.host_batches = seeded_batches(train.num_frames, batch, config.seed, window,
                                        rows=sharding.process_rows(batch))
     return data
+
+  def describe(self, config, summary: dict | None) -> str:
+    """What a stage 1 of `config` saw, and its held-out delta-action error."""
+    text = f"LIBERO demonstrations (state -> delta action), {stage1_recipe(config)}"
+    ev = (summary or {}).get("eval") or {}
+    if "pos_err_mm" in ev:
+      text += (f"; held-out delta-action error {ev['pos_err_mm']:.1f} mm/step (mean-action "
+               f"baseline {ev['baseline_pos_err_mm']:.1f})")
+    return text
 
 
 def _metres(x):

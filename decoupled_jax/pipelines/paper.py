@@ -192,7 +192,8 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
   elif pretrained.is_ref(row.get("stage1_name")):
     what = pretrained.describe(row["stage1_name"])
   else:
-    what = records.stage1_description(stage1_config(config, arm).to_dict(), stage1)
+    c = stage1_config(config, arm)
+    what = benchmarks.stage1(c).describe(c, stage1)
   record = dict(row, chain=chain, table=table, fingerprint=fp, successes=successes,
                 code_version=records.code_version(), stage1=what)
   record.pop("run_dir", None)

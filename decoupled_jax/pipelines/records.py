@@ -160,28 +160,6 @@ def fingerprint(*parts: dict) -> str:
   return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def stage1_description(stage1_config: dict, summary: Optional[dict]) -> str:
-  """What the frozen backbone was pretrained on, in one line (the record's `stage1`)."""
-  d, t = stage1_config.get("data", {}), stage1_config.get("train", {})
-  source = d.get("source", "generated")
-  robot = stage1_config.get("robot", {}).get("mjcf", "panda")
-  robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
-  bench = stage1_config.get("benchmark") or "fk"
-  what = (f"generated {robot} FK" if bench == "fk" and source == "generated" else
-          "demonstration pairs" if bench == "fk" else
-          f"{bench.upper()} demonstrations (state -> delta action)")
-  text = (f"{what}, signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
-          f"{t.get('batch_size', '?')}")
-  ev = (summary or {}).get("eval") or {}
-  if "pos_err_mm" in ev and bench != "fk":
-    text += (f"; held-out delta-action error {ev['pos_err_mm']:.1f} mm/step (mean-action "
-             f"baseline {ev['baseline_pos_err_mm']:.1f})")
-  elif "pos_err_mm" in ev:
-    text += (f"; held-out FK {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
-             f"{ev['baseline_pos_err_mm']:.1f} mm)")
-  return text
-
-
 class RunRecords:
   """The records of one table folder (`runs.jsonl` + `episodes/`)."""
 
