@@ -41,7 +41,7 @@ from decoupled_jax.backbones.unet1d import DP_C_DROID
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, debug=False, paper=False, images=False, fk=True,
                            suites="libero_spatial+libero_object", tasks="all", arch="dp_c",
-                           episodes=0)
+                           episodes=0, stage1_suites="")
   if a.arch not in ("dp_c", "dp_mlp"):
     raise config_lib.ConfigError(f"arch={a.arch!r}: 'dp_c' or 'dp_mlp'")
   c = ConfigDict()
@@ -49,6 +49,9 @@ def get_config(arg=None):
   # suite's stage 2 trains on `libero_tasks` of it ('all' or '0+3+7').
   c.tasks = tuple(s for s in a.suites.split("+") if s)
   c.libero_tasks = a.tasks
+  # The suites stage 1 reads ('+'-joined; empty = the chain's): the paper pretrains on every
+  # suite's demonstrations and trains stage 2 per suite (docs/method.md §1.4).
+  c.stage1_suites = tuple(s for s in a.stage1_suites.split("+") if s)
   c.seeds = (0,)
   # 'decoupled': stage 1 on LIBERO demos (state -> delta action, the paper's);
   # 'decoupled_fk': stage 1 on our generated Panda FK data (needs no demonstrations at all)

@@ -43,7 +43,9 @@ Tables (`table=`):
                                  per run (`tasks=Lift` for Lift).
                  part=libero     libero_spatial low-dim (configs/libero.py's CPU preset, narrowed
                                  DP-C): normal, decoupled on a 16k-step stage 1 (LIBERO's, on
-                                 the demos), and the oracle; needs `make libero-env`.
+                                 the demos), and the oracle; needs `make libero-env`; and
+                                 (chain libero_spatial_s1_both) decoupled on a 16k stage 1
+                                 over libero_spatial's and libero_object's demos.
                  (part=oracle and part=data keep the 4k stage 1 they were measured with.)
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
@@ -183,6 +185,10 @@ def get_config(arg=None):
         c.seeds = seeds
       if not a.debug:   # the table's stage-1 length (configs/libero.py: 4000)
         c.stage1.train.num_steps, c.stage1.train.checkpoint_every = STAGE1_STEPS, 2000
+      # The same decoupled arm on a stage 1 that also reads libero_object's demos (the paper's
+      # LIBERO stage 1 reads every suite's): more diverse motion, no more libero_spatial data.
+      both = t.chains.libero_spatial_s1_both = config_lib.ConfigDict(c.to_dict())
+      both.modes, both.stage1_suites = ("decoupled",), ("libero_spatial", "libero_object")
     else:
       a.full_mlp = not a.debug
       t.chains.paper_width = _chain(a, can, seeds or (0,))

@@ -66,6 +66,19 @@ def _stage1_on_demos(config, arm: str) -> bool:
   return benchmarks.name_of(c) != "fk" or c.data.source == "demos"
 
 
+def stage1_tasks(config, arm: str = "") -> tuple:
+  """The tasks whose demonstrations a chain's stage 1 `arm` on demonstrations reads: a LIBERO
+  stage 1 reads every suite of the chain, or `config.stage1_suites` when given (e.g. every
+  suite with an expert for a stage 2 on one of them: the paper's all-suites LIBERO stage 1,
+  docs/libero.md); a robosuite one (`data.source='demos'`) the first task's."""
+  given = tuple(config.get("stage1_suites", ()))
+  if benchmarks.name_of(stage1_config(config, arm)) != "libero":
+    if given:
+      raise ConfigError(f"stage1_suites={given}: only a LIBERO stage 1 reads several suites")
+    return tuple(config.tasks[:1])
+  return given or tuple(config.tasks)
+
+
 def run_stage1(config, workdir: str, arm: str = "", dataset: str = "", tasks=()) -> dict:
   """The chain's stage-1 run `arm` in workdir/stage1[_<arm>] (reused when finished, resumed
   when interrupted); a stage 1 on demonstrations gets the chain's `dataset` / `tasks`."""
@@ -113,6 +126,8 @@ def run_fingerprint(config, task: str, mode: str, seed: int) -> str:
   ref = config.get("stage1_checkpoint", "")
   if mode == "decoupled" and not ref:
     parts.append({"stage1": config.stage1.to_dict()})
+    if tuple(config.get("stage1_suites", ())):   # (absent from records made before the key)
+      parts.append({"stage1_suites": list(config.stage1_suites)})
   elif mode == "decoupled":   # a given stage 1: a shipped expert's card, or what the run gave
     # (paths are volatile, so a run directory is named by its summary's steps and results)
     given = stage1_given(config)
@@ -355,8 +370,9 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
   bench = benchmarks.stage2(config.stage2)
   arms = list(dict.fromkeys(stage1_arm(m) for (_, m, _) in todo if stage1_arm(m) is not None))
   need = list(dict.fromkeys(t for (t, m, s) in todo + sorted(need_ckpt)))
-  if any(_stage1_on_demos(config, arm) for arm in arms) and config.tasks[0] not in need:
-    need.insert(0, config.tasks[0])   # a stage 1 on demonstrations reads the first task's
+  for arm in arms:   # the demonstrations a stage 1 to train reads come first
+    if _stage1_on_demos(config, arm):
+      need = list(dict.fromkeys(stage1_tasks(config, arm) + tuple(need)))
   t = time.time()
   demos = bench.chain_demos(config, demos_dir, need) if need else {}
   timings["demos_s"] = time.time() - t
@@ -370,8 +386,9 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
       if not arm and config.get("stage1_checkpoint", ""):
         stage1s[arm] = stage1_given(config)   # a shipped expert (pretrained:<name>) or a run
       else:
-        first = demos[config.tasks[0]]["output"] if demos else ""
-        stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=config.tasks)
+        s1_tasks = stage1_tasks(config, arm)
+        first = demos[s1_tasks[0]]["output"] if demos else ""
+        stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=s1_tasks)
         timings[f"stage1{'_' + arm if arm else ''}_s"] = time.time() - t
     return stage1s[arm]
 
