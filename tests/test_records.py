@@ -339,3 +339,46 @@ def test_stage1_description_names_what_each_benchmark_pretrains_on():
       {"benchmark": "fk", "data": {"signal": "jp"}, "train": {"num_steps": 16}}, ev)
   assert libero.startswith("LIBERO demonstrations") and "delta-action error 5.6" in libero
   assert fk.startswith("generated Panda FK") and "held-out FK 5.6 mm" in fk
+
+
+def test_a_libero_stage1_reads_the_suites_stage1_suites_names(monkeypatch, tmp_path):
+  """`stage1_suites` (LIBERO chains): the chain generates those suites' demonstrations and its
+  stage 1 reads all of them while stage 2 stays on the chain's suite; the fingerprint of a
+  decoupled run changes with it and no other run's does (part=libero's records still match);
+  a robosuite stage 1 on demonstrations reads the first task's and refuses the key."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.benchmarks import libero as libero_bench
+  from decoupled_jax.pipelines import paper
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=gap,part=libero")
+  one, both = t.chains.libero_spatial, t.chains.libero_spatial_s1_both
+  assert both.modes == ("decoupled",) and both.tasks == ("libero_spatial",)
+  assert both.stage1.to_dict() == one.stage1.to_dict()
+  assert both.stage2.to_dict() == one.stage2.to_dict()
+  assert paper.stage1_tasks(one) == ("libero_spatial",)
+  assert paper.stage1_tasks(both) == ("libero_spatial", "libero_object")
+  fp = lambda c, m: paper.run_fingerprint(c, "libero_spatial", m, 0)
+  assert fp(both, "normal") == fp(one, "normal") and fp(both, "decoupled") != fp(one, "decoupled")
+
+  calls = {}
+
+  def demos(self, chain, demos_dir, suites):
+    calls["demos"] = list(suites)
+    return {s: {"output": str(tmp_path / "demos"), "tasks": []} for s in suites}
+
+  def stage1(config, workdir, arm="", dataset="", tasks=()):
+    calls["stage1"] = tuple(tasks)
+    raise KeyboardInterrupt   # stop the chain before any training
+
+  monkeypatch.setattr(libero_bench.LiberoSuite, "chain_demos", demos)
+  monkeypatch.setattr(paper, "run_stage1", stage1)
+  with pytest.raises(KeyboardInterrupt):
+    paper._chain(both, str(tmp_path / "chain"))
+  assert calls == {"demos": ["libero_spatial", "libero_object"],
+                   "stage1": ("libero_spatial", "libero_object")}
+
+  can = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=gap,part=data")
+  pairs = can.chains.demo_pairs
+  assert paper.stage1_tasks(pairs) == ("PickPlaceCan",)
+  pairs.stage1_suites = ("PickPlaceCan", "Lift")
+  with pytest.raises(config_lib.ConfigError, match="stage1_suites"):
+    paper.stage1_tasks(pairs)
