@@ -282,3 +282,24 @@ def test_decoupled_from_generated_fk_stage1(tmp_path):
   c3.stage1_checkpoint = dec["checkpoint_dir"]
   with pytest.raises(CheckpointError, match="not a stage-1 one"):
     run.run(c3, str(tmp_path / "dec2"))
+
+
+def test_episode_outcomes_collects_every_task_file_in_order(tmp_path):
+  """The LIBERO evaluation's per-episode outcomes (what a table's record keeps beside it):
+  every task file of the suite in (task, episode) order, with the error of a failed one."""
+  from decoupled_jax.benchmarks.libero import episode_outcomes
+  d = tmp_path / "libero_spatial"
+  d.mkdir()
+  rows = {2: [(1, True, 90, None), (0, False, 280, None)],
+          10: [(0, False, 12, "server error frame")]}
+  for task, eps in rows.items():
+    with open(d / f"task_{task}.jsonl", "w") as f:
+      for ep, ok, steps, err in eps:
+        f.write(json.dumps({"task_id": task, "episode": ep, "init_index": ep, "seed": 1000 * task + ep,
+                            "success": ok, "steps": steps, **({"error": err} if err else {})}) + "\n")
+  (d / "summary.json").write_text("{}")
+  out = episode_outcomes(str(tmp_path), "libero_spatial")
+  assert [(r["task_id"], r["episode"], r["success"], r["length"]) for r in out] == [
+      (2, 0, False, 280), (2, 1, True, 90), (10, 0, False, 12)]
+  assert out[2]["error"] == "server error frame" and "error" not in out[0]
+  assert out[1]["seed"] == 2001 and out[1]["init_index"] == 1

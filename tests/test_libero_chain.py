@@ -26,8 +26,12 @@ def test_libero_debug_chain_runs_and_resumes(tmp_path):
   results = json.load(open(tmp_path / "results.json"))
   rows = {(r["task"], r["mode"]): r for r in results["rows"]}
   assert set(rows) == {("libero_spatial", m) for m in ("normal", "decoupled", "decoupled_fk")}
-  for r in rows.values():
+  for (task, mode), r in rows.items():
     assert r["episodes"] == 2 and set(r["per_task"]) == {"0", "1"}, r   # 1 episode x 2 tasks
+    # the per-episode outcomes beside the run (what a table's record keeps)
+    eps = json.load(open(tmp_path / task / mode / "eval.json"))["episodes"]
+    assert [e["task_id"] for e in eps] == [0, 1]
+    assert sum(e["success"] for e in eps) == sum(t["successes"] for t in r["per_task"].values())
   assert rows[("libero_spatial", "decoupled")]["stage1_eval"]["pos_err_mm"] > 0
   assert results["stage1_fk"]["benchmark"] == "fk" and results["stage1"]["benchmark"] == "libero"
   table = (tmp_path / "results.md").read_text()

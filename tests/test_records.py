@@ -87,7 +87,7 @@ def test_committed_gap_records_match_the_table_configs():
   path = os.path.join(REPO, "docs/results/raw/decoupled_gap/runs.jsonl")
   recs = [json.loads(line) for line in open(path) if line.strip()]
   parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final",
-           "libero_spatial": "libero"}
+           "libero_spatial": "libero", "libero_spatial_s1_both": "libero"}
   assert recs
   for r in recs:
     part = "scaling" if r["chain"].startswith("stage1_") else parts[r["chain"]]
@@ -365,14 +365,18 @@ def test_a_libero_stage1_reads_the_suites_stage1_suites_names(monkeypatch, tmp_p
     calls["demos"] = list(suites)
     return {s: {"output": str(tmp_path / "demos"), "tasks": []} for s in suites}
 
-  def stage1(config, workdir, arm="", dataset="", tasks=()):
-    calls["stage1"] = tuple(tasks)
+  def stage1(config, workdir, arm="", dataset=""):
+    c = paper.stage1_run_config(config, arm, dataset)   # what run_stage1 trains
+    calls["stage1"] = tuple(c.data.suites)
+    calls["described"] = libero_bench.LiberoPairs().describe(c, None)
     raise KeyboardInterrupt   # stop the chain before any training
 
   monkeypatch.setattr(libero_bench.LiberoSuite, "chain_demos", demos)
   monkeypatch.setattr(paper, "run_stage1", stage1)
   with pytest.raises(KeyboardInterrupt):
     paper._chain(both, str(tmp_path / "chain"))
+  assert calls.pop("described").startswith(
+      "LIBERO demonstrations of libero_spatial + libero_object (state -> delta action)")
   assert calls == {"demos": ["libero_spatial", "libero_object"],
                    "stage1": ("libero_spatial", "libero_object")}
 

@@ -35,7 +35,7 @@ from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.windows import prepare_policy_dataset
 from decoupled_jax.libero import suites
 from decoupled_jax.training import sharding
-from decoupled_jax.util import seeded_batches
+from decoupled_jax.util import seeded_batches, write_json
 
 DELTA_POS_M = 0.05        # metres per unit of LIBERO's delta position action (OSC output_max)
 STATE_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos")
@@ -143,7 +143,9 @@ class LiberoPairs:
 
   def describe(self, config, summary: dict | None) -> str:
     """What a stage 1 of `config` saw, and its held-out delta-action error."""
-    text = f"LIBERO demonstrations (state -> delta action), {stage1_recipe(config)}"
+    suites = " + ".join(config.get("data", {}).get("suites", ()))
+    text = (f"LIBERO demonstrations{f' of {suites}' if suites else ''} (state -> delta action), "
+            f"{stage1_recipe(config)}")
     ev = (summary or {}).get("eval") or {}
     if "pos_err_mm" in ev:
       text += (f"; held-out delta-action error {ev['pos_err_mm']:.1f} mm/step (mean-action "
@@ -198,8 +200,12 @@ class LiberoSuite(Stage2Benchmark):
       if int(config.eval.episodes_per_task) <= 0:
         return {}
       meta = dict(data.extra_meta)
-      return served_evaluation(runner(params), meta, config,
-                               os.path.join(workdir, "libero_eval"))
+      out_dir = os.path.join(workdir, "libero_eval")
+      summary = served_evaluation(runner(params), meta, config, out_dir)
+      # The per-episode outcomes where every benchmark keeps them (the tables' records read it).
+      write_json(os.path.join(workdir, "eval.json"),
+                 dict(summary, episodes=episode_outcomes(out_dir, meta["suite"])))
+      return summary
     return None, final_evaluate
 
   # ---------------------------------------------------------------- chain hooks (pipelines/paper.py)
@@ -259,6 +265,24 @@ def served_evaluation(runner, meta: dict, config, out_dir: str) -> dict:
     summary = json.load(f)
   summary["wall_time_s"] = time.time() - t0
   return summary
+
+
+def episode_outcomes(out_dir: str, suite: str) -> list[dict]:
+  """Every episode the LIBERO runner wrote in `out_dir/<suite>/task_<id>.jsonl`, in (task,
+  episode) order: task, episode, LIBERO init state, seed, success, length (and the error, if
+  the episode ended on one)."""
+  rows = []
+  d = os.path.join(out_dir, suite)
+  files = sorted((f for f in os.listdir(d) if f.startswith("task_") and f.endswith(".jsonl")),
+                 key=lambda f: int(f[len("task_"):-len(".jsonl")]))
+  for name in files:
+    with open(os.path.join(d, name)) as f:
+      for r in sorted(map(json.loads, filter(str.strip, f)), key=lambda r: r["episode"]):
+        rows.append({"task_id": int(r["task_id"]), "episode": int(r["episode"]),
+                     "init_index": r.get("init_index"), "seed": r.get("seed"),
+                     "success": bool(r["success"]), "length": int(r["steps"]),
+                     **({"error": r["error"]} if r.get("error") else {})})
+  return rows
 
 
 def generate_demos(config, out_dir: str, suites) -> dict:

@@ -79,21 +79,29 @@ def stage1_tasks(config, arm: str = "") -> tuple:
   return given or tuple(config.tasks)
 
 
-def run_stage1(config, workdir: str, arm: str = "", dataset: str = "", tasks=()) -> dict:
+def run_stage1(config, workdir: str, arm: str = "", dataset: str = "") -> dict:
   """The chain's stage-1 run `arm` in workdir/stage1[_<arm>] (reused when finished, resumed
-  when interrupted); a stage 1 on demonstrations gets the chain's `dataset` / `tasks`."""
+  when interrupted); a stage 1 on demonstrations reads the chain's `dataset`."""
   run_dir = os.path.join(workdir, "stage1" + (f"_{arm}" if arm else ""))
   summary_path = os.path.join(run_dir, run.SUMMARY)
   if _done(summary_path):
     logging.info("stage 1%s: reusing %s", f" ({arm})" if arm else "", summary_path)
     return json.load(open(summary_path))
-  c = ml_collections.ConfigDict(stage1_config(config, arm).to_dict())
-  if benchmarks.name_of(c) == "libero":
-    c.data.dataset, c.data.suites = dataset, tuple(tasks)
-  elif c.data.source == "demos" and not c.data.dataset:
-    c.data.dataset = dataset
+  c = stage1_run_config(config, arm, dataset)
   c.progress = config.progress
   return run.run(c, run_dir, resume=_resume_flag(run_dir))
+
+
+def stage1_run_config(config, arm: str = "", dataset: str = ""):
+  """The config a chain's stage 1 `arm` runs with: a LIBERO stage 1 reads `stage1_tasks`
+  (the chain's suites or `stage1_suites`) from the chain's demos `dataset`, a robosuite stage 1
+  on demonstrations the first task's."""
+  c = ml_collections.ConfigDict(stage1_config(config, arm).to_dict())
+  if benchmarks.name_of(c) == "libero":
+    c.data.dataset, c.data.suites = dataset, stage1_tasks(config, arm)
+  elif c.data.source == "demos" and not c.data.dataset:
+    c.data.dataset = dataset
+  return c
 
 
 def stage2_dir(workdir: str, task: str, mode: str, seed: int, num_seeds: int) -> str:
@@ -207,7 +215,7 @@ def _record(recs, config, chain: str, table: str, row: dict, fp: str,
   elif pretrained.is_ref(row.get("stage1_name")):
     what = pretrained.describe(row["stage1_name"])
   else:
-    c = stage1_config(config, arm)
+    c = stage1_run_config(config, arm)
     what = benchmarks.stage1(c).describe(c, stage1)
   record = dict(row, chain=chain, table=table, fingerprint=fp, successes=successes,
                 code_version=records.code_version(), stage1=what)
@@ -386,9 +394,8 @@ def _chain(config, workdir: str, demos_dir: str | None = None, chain: str = "",
       if not arm and config.get("stage1_checkpoint", ""):
         stage1s[arm] = stage1_given(config)   # a shipped expert (pretrained:<name>) or a run
       else:
-        s1_tasks = stage1_tasks(config, arm)
-        first = demos[s1_tasks[0]]["output"] if demos else ""
-        stage1s[arm] = run_stage1(config, workdir, arm, dataset=first, tasks=s1_tasks)
+        first = demos[stage1_tasks(config, arm)[0]]["output"] if demos else ""
+        stage1s[arm] = run_stage1(config, workdir, arm, dataset=first)
         timings[f"stage1{'_' + arm if arm else ''}_s"] = time.time() - t
     return stage1s[arm]
 
