@@ -358,6 +358,10 @@ def test_a_libero_stage1_reads_the_suites_stage1_suites_names(monkeypatch, tmp_p
   assert paper.stage1_tasks(both) == ("libero_spatial", "libero_object")
   fp = lambda c, m: paper.run_fingerprint(c, "libero_spatial", m, 0)
   assert fp(both, "normal") == fp(one, "normal") and fp(both, "decoupled") != fp(one, "decoupled")
+  with_fk = config_lib.from_file(os.path.join(REPO, "configs/libero.py"),
+                                 "suites=libero_spatial,stage1_suites=libero_spatial+libero_object")
+  assert paper.stage1_tasks(with_fk, "fk") == ("libero_spatial",)   # its FK arm: no demos
+  assert paper.stage1_tasks(with_fk) == ("libero_spatial", "libero_object")
 
   calls = {}
 

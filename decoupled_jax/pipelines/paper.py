@@ -72,10 +72,11 @@ def stage1_tasks(config, arm: str = "") -> tuple:
   suite with an expert for a stage 2 on one of them: the paper's all-suites LIBERO stage 1,
   docs/libero.md); a robosuite one (`data.source='demos'`) the first task's."""
   given = tuple(config.get("stage1_suites", ()))
+  if given and benchmarks.name_of(config.stage2) != "libero":
+    raise ConfigError(f"stage1_suites={given}: only a LIBERO chain's stage 1 reads several "
+                      f"suites")
   if benchmarks.name_of(stage1_config(config, arm)) != "libero":
-    if given:
-      raise ConfigError(f"stage1_suites={given}: only a LIBERO stage 1 reads several suites")
-    return tuple(config.tasks[:1])
+    return tuple(config.tasks[:1])   # (a LIBERO chain's generated-FK arm reads none)
   return given or tuple(config.tasks)
 
 
