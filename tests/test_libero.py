@@ -285,20 +285,23 @@ def test_decoupled_from_generated_fk_stage1(tmp_path):
 
 
 def test_episode_outcomes_collects_every_task_file_in_order(tmp_path):
-  """The LIBERO evaluation's per-episode outcomes (what a table's record keeps beside it):
-  every task file of the suite in (task, episode) order, with the error of a failed one."""
+  """The LIBERO evaluation's per-episode outcomes (what a table's record keeps beside it): the
+  episodes its summary counts, in (task, episode) order, read as the runner reads its resumable
+  files (a rerun episode's last row, no cut line), with the error of a failed one."""
   from decoupled_jax.benchmarks.libero import episode_outcomes
   d = tmp_path / "libero_spatial"
   d.mkdir()
   rows = {2: [(1, True, 90, None), (0, False, 280, None)],
-          10: [(0, False, 12, "server error frame")]}
+          10: [(0, True, 12, None), (0, False, 12, "server error frame")]}   # rerun: last wins
   for task, eps in rows.items():
     with open(d / f"task_{task}.jsonl", "w") as f:
       for ep, ok, steps, err in eps:
         f.write(json.dumps({"task_id": task, "episode": ep, "init_index": ep, "seed": 1000 * task + ep,
                             "success": ok, "steps": steps, **({"error": err} if err else {})}) + "\n")
-  (d / "summary.json").write_text("{}")
-  out = episode_outcomes(str(tmp_path), "libero_spatial")
+  with open(d / "task_10.jsonl", "a") as f:
+    f.write('{"task_id": 10, "episode": 1, "succ')   # a kill cut this line: not an episode
+  summary = {"suite": "libero_spatial", "tasks": {"10": {"episodes": 1}, "2": {"episodes": 2}}}
+  out = episode_outcomes(str(tmp_path), summary)
   assert [(r["task_id"], r["episode"], r["success"], r["length"]) for r in out] == [
       (2, 0, False, 280), (2, 1, True, 90), (10, 0, False, 12)]
   assert out[2]["error"] == "server error frame" and "error" not in out[0]

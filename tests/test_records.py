@@ -390,3 +390,28 @@ def test_a_libero_stage1_reads_the_suites_stage1_suites_names(monkeypatch, tmp_p
   pairs.stage1_suites = ("PickPlaceCan", "Lift")
   with pytest.raises(config_lib.ConfigError, match="stage1_suites"):
     paper.stage1_tasks(pairs)
+
+
+def test_committed_stage1_descriptions_are_what_describe_gives_today():
+  """Every committed record of a stage 1 the chain trained (gap and T3 tables) carries the line
+  its benchmark's `describe` gives for that chain's stage-1 run config and evaluation."""
+  from decoupled_jax import benchmarks, config_lib
+  from decoupled_jax.pipelines import paper
+  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final",
+           "libero_spatial": "libero", "libero_spatial_s1_both": "libero"}
+  n = 0
+  for table in ("decoupled_gap", "signal"):
+    for line in open(os.path.join(REPO, "docs/results/raw", table, "runs.jsonl")):
+      r = json.loads(line)
+      if (paper.stage1_arm(r["mode"]) is None or not r.get("stage1_eval")
+          or (r.get("stage1_name") or "").startswith("pretrained:")):
+        continue
+      arg = "table=signal"
+      if table == "decoupled_gap":
+        arg = "table=gap,part=" + ("scaling" if r["chain"].startswith("stage1_")
+                                   else parts[r["chain"]])
+      t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), arg)
+      c = paper.stage1_run_config(t.chains[r["chain"]], paper.stage1_arm(r["mode"]))
+      assert benchmarks.stage1(c).describe(c, {"eval": r["stage1_eval"]}) == r["stage1"], r["chain"]
+      n += 1
+  assert n >= 20   # the FK, demo-pairs and LIBERO stage 1s of both tables

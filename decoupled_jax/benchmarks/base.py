@@ -143,12 +143,18 @@ def _plain(x):
 
 
 # ------------------------------------------------------------------------------- stage 1
-def stage1_recipe(config) -> str:
-  """'signal <s>, <steps> steps x <batch>' of a stage-1 config (a ConfigDict or its dict), the
-  part of a stage-1 benchmark's `describe` that every benchmark shares."""
+def describe_stage1(what: str, config, summary: dict | None, held_out: str) -> str:
+  """The one line a stage-1 benchmark's `describe` gives (a table record's `stage1`):
+  '<what>, signal <s>, <steps> steps x <batch>' of the stage-1 `config` (a ConfigDict or its
+  dict) and, when its run's `summary` holds the held-out evaluation, '; ' + `held_out`
+  formatted with that error (`err`, mm) and its baseline's (`baseline`)."""
   d, t = config.get("data", {}), config.get("train", {})
-  return (f"signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
+  text = (f"{what}, signal {d.get('signal', '?')}, {t.get('num_steps', '?')} steps x "
           f"{t.get('batch_size', '?')}")
+  ev = (summary or {}).get("eval") or {}
+  if "pos_err_mm" in ev:
+    text += "; " + held_out.format(err=ev["pos_err_mm"], baseline=ev["baseline_pos_err_mm"])
+  return text
 
 
 @dataclasses.dataclass

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, _project_mean,
-                                           mean_pose_baseline, pose_errors, stage1_recipe)
+                                           describe_stage1, mean_pose_baseline, pose_errors)
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.kinematics import robot as robot_lib
 from decoupled_jax.kinematics import trajectories
@@ -139,13 +139,9 @@ class FKData:
     robot = config.get("robot", {}).get("mjcf", "panda")
     robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
     generated = config.get("data", {}).get("source", "generated") == "generated"
-    text = (f"{f'generated {robot} FK' if generated else 'demonstration pairs'}, "
-            f"{stage1_recipe(config)}")
-    ev = (summary or {}).get("eval") or {}
-    if "pos_err_mm" in ev:
-      text += (f"; held-out FK {ev['pos_err_mm']:.1f} mm (mean-pose baseline "
-               f"{ev['baseline_pos_err_mm']:.1f} mm)")
-    return text
+    return describe_stage1(f"generated {robot} FK" if generated else "demonstration pairs",
+                           config, summary,
+                           "held-out FK {err:.1f} mm (mean-pose baseline {baseline:.1f} mm)")
 
 
 def load(config) -> Stage1Data:

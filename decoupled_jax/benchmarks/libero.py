@@ -26,8 +26,8 @@ import numpy as np
 
 from decoupled_jax.benchmarks import venv
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, Stage2Benchmark, TaskData,
-                                           check_stage1_checkpoint, mean_pose_baseline,
-                                           pose_errors, stage1_recipe)
+                                           check_stage1_checkpoint, describe_stage1,
+                                           mean_pose_baseline, pose_errors)
 from decoupled_jax.data import libero as libero_data
 from decoupled_jax.data import rotation
 from decoupled_jax.data.episodes import EpisodeData
@@ -35,7 +35,7 @@ from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
 from decoupled_jax.data.windows import prepare_policy_dataset
 from decoupled_jax.libero import suites
 from decoupled_jax.training import sharding
-from decoupled_jax.util import seeded_batches, write_json
+from decoupled_jax.util import read_jsonl_by, seeded_batches, write_json
 
 DELTA_POS_M = 0.05        # metres per unit of LIBERO's delta position action (OSC output_max)
 STATE_KEYS = ("robot0_eef_pos", "robot0_eef_axis_angle", "robot0_gripper_qpos")
@@ -144,13 +144,10 @@ class LiberoPairs:
   def describe(self, config, summary: dict | None) -> str:
     """What a stage 1 of `config` saw, and its held-out delta-action error."""
     suites = " + ".join(config.get("data", {}).get("suites", ()))
-    text = (f"LIBERO demonstrations{f' of {suites}' if suites else ''} (state -> delta action), "
-            f"{stage1_recipe(config)}")
-    ev = (summary or {}).get("eval") or {}
-    if "pos_err_mm" in ev:
-      text += (f"; held-out delta-action error {ev['pos_err_mm']:.1f} mm/step (mean-action "
-               f"baseline {ev['baseline_pos_err_mm']:.1f})")
-    return text
+    return describe_stage1(
+        f"LIBERO demonstrations{f' of {suites}' if suites else ''} (state -> delta action)",
+        config, summary,
+        "held-out delta-action error {err:.1f} mm/step (mean-action baseline {baseline:.1f})")
 
 
 def _metres(x):
@@ -204,7 +201,7 @@ class LiberoSuite(Stage2Benchmark):
       summary = served_evaluation(runner(params), meta, config, out_dir)
       # The per-episode outcomes where every benchmark keeps them (the tables' records read it).
       write_json(os.path.join(workdir, "eval.json"),
-                 dict(summary, episodes=episode_outcomes(out_dir, meta["suite"])))
+                 dict(summary, episodes=episode_outcomes(out_dir, summary)))
       return summary
     return None, final_evaluate
 
@@ -267,21 +264,20 @@ def served_evaluation(runner, meta: dict, config, out_dir: str) -> dict:
   return summary
 
 
-def episode_outcomes(out_dir: str, suite: str) -> list[dict]:
-  """Every episode the LIBERO runner wrote in `out_dir/<suite>/task_<id>.jsonl`, in (task,
-  episode) order: task, episode, LIBERO init state, seed, success, length (and the error, if
-  the episode ended on one)."""
+def episode_outcomes(out_dir: str, summary: dict) -> list[dict]:
+  """The episodes the LIBERO runner's `summary` counts, from its resumable per-task files
+  (`out_dir/<suite>/task_<id>.jsonl`, read as the runner reads them: a rerun episode's last row
+  wins), in (task, episode) order: task, episode, LIBERO init state, seed, success, length (and
+  the error, if the episode ended on one)."""
   rows = []
-  d = os.path.join(out_dir, suite)
-  files = sorted((f for f in os.listdir(d) if f.startswith("task_") and f.endswith(".jsonl")),
-                 key=lambda f: int(f[len("task_"):-len(".jsonl")]))
-  for name in files:
-    with open(os.path.join(d, name)) as f:
-      for r in sorted(map(json.loads, filter(str.strip, f)), key=lambda r: r["episode"]):
-        rows.append({"task_id": int(r["task_id"]), "episode": int(r["episode"]),
-                     "init_index": r.get("init_index"), "seed": r.get("seed"),
-                     "success": bool(r["success"]), "length": int(r["steps"]),
-                     **({"error": r["error"]} if r.get("error") else {})})
+  for tid, t in sorted(summary["tasks"].items(), key=lambda kv: int(kv[0])):
+    done = read_jsonl_by(os.path.join(out_dir, summary["suite"], f"task_{int(tid)}.jsonl"))
+    for e in range(int(t["episodes"])):
+      r = done[e]
+      rows.append({"task_id": int(r["task_id"]), "episode": e,
+                   "init_index": r.get("init_index"), "seed": r.get("seed"),
+                   "success": bool(r["success"]), "length": int(r["steps"]),
+                   **({"error": r["error"]} if r.get("error") else {})})
   return rows
 
 
