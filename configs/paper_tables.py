@@ -45,7 +45,9 @@ Tables (`table=`):
                                  DP-C): normal, decoupled on a 16k-step stage 1 (LIBERO's, on
                                  the demos), and the oracle; needs `make libero-env`; and
                                  (chain libero_spatial_s1_both) decoupled on a 16k stage 1
-                                 over libero_spatial's and libero_object's demos.
+                                 over libero_spatial's and libero_object's demos; (chain
+                                 libero_spatial_fk_delta) decoupled on a 16k stage 1 on
+                                 generated Panda FK as delta actions (no demonstrations).
                  (part=oracle and part=data keep the 4k stage 1 they were measured with.)
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
@@ -189,6 +191,14 @@ def get_config(arg=None):
       # LIBERO stage 1 reads every suite's): more diverse motion, no more libero_spatial data.
       both = t.chains.libero_spatial_s1_both = config_lib.ConfigDict(c.to_dict())
       both.modes, both.stage1_suites = ("decoupled",), ("libero_spatial", "libero_object")
+      # No demonstrations in stage 1: generated Panda FK in LIBERO's action form (per-step
+      # motion as delta actions at the scale measured on the demos; slower segments, so the
+      # per-step motion matches the demos' actions), the same length as the decoupled arm's.
+      fkd = t.chains.libero_spatial_fk_delta = config_lib.ConfigDict(c.to_dict())
+      fkd.modes = ("decoupled_fk",)
+      fkd.stage1_fk.data.fk.update(target="delta", speed_range=(0.1, 0.5))
+      if not a.debug:
+        fkd.stage1_fk.train.num_steps, fkd.stage1_fk.train.checkpoint_every = STAGE1_STEPS, 2000
     else:
       a.full_mlp = not a.debug
       t.chains.paper_width = _chain(a, can, seeds or (0,))

@@ -205,9 +205,45 @@ def test_generator_none_signal_shapes():
   assert cond.shape == (8, 10, 8) and not np.asarray(cond).any()
 
 
+def test_generator_delta_target_is_the_motion_to_the_next_frame(model_info):
+  """target='delta': frame t's target is the motion from frame t to t+1 as a delta
+  controller's action (per-step displacement / delta_pos_scale and the base-frame rotation
+  R_{t+1} R_t^T with its rotation vector / delta_rot_scale, each clipped to [-1, 1]; the
+  gripper command of frame t), checked against the FK of the window's own joints (C
+  reference) and inverted by delta_to_physical where nothing was clipped."""
+  model, info = model_info
+  s = trajectories.make_fk_window_sampler(dict(horizon=16, target="delta",
+                                               speed_range=(0.1, 0.5), via_candidates=4))
+  cfg = s.config
+  cond, target, qpos, gripper, poses = map(np.asarray, s(jax.random.PRNGKey(3), 128, True, True))
+  assert cond.shape == (128, 16, 8) and target.shape == (128, 16, 10) and qpos.shape == (128, 16, 7)
+  np.testing.assert_array_equal(cond[..., :7], qpos)        # the condition: the first H frames
+  np.testing.assert_array_equal(target[..., 9], gripper)
+  assert np.abs(target[..., :3]).max() <= 1.0
+  p_ref, q_ref = panda.fk_cpu(model, qpos.reshape(-1, 7), cfg.site)
+  p_ref, m_ref = p_ref.reshape(128, 16, 3), rotation.quat_xyzw_to_matrix(q_ref).reshape(128, 16, 3, 3)
+  np.testing.assert_allclose(poses[..., :3], p_ref, atol=POS_TOL)
+  dpos = (p_ref[:, 1:] - p_ref[:, :-1]) / cfg.delta_pos_scale
+  w = rotation.matrix_to_axis_angle(m_ref[:, 1:] @ np.swapaxes(m_ref[:, :-1], -1, -2))
+  w = w / cfg.delta_rot_scale
+  free = (np.abs(dpos) < 0.98).all(-1) & (np.abs(w) < 0.98).all(-1)
+  assert free.mean() > 0.7, free.mean()          # the slow segments are mostly unclipped
+  np.testing.assert_allclose(target[:, :-1, :3][free], dpos[free], atol=2e-3)
+  np.testing.assert_allclose(rotation.rot6d_to_axis_angle(target[:, :-1, 3:9].astype(np.float64))[free],
+                             w[free], atol=2e-3)
+  clipped = np.abs(dpos) >= 1.0
+  np.testing.assert_array_equal(target[:, :-1, :3][clipped], np.sign(dpos[clipped]))
+  phys = trajectories.delta_to_physical(target, cfg, s.info)
+  np.testing.assert_allclose(phys[:, :-1, :3][free], (p_ref[:, 1:] - p_ref[:, :-1])[free], atol=3e-5)
+  with pytest.raises(ValueError, match="delta_pos_scale"):
+    trajectories.FKWindowConfig(target="delta", delta_pos_scale=0.0)
+
+
 def test_config_validation():
   with pytest.raises(ValueError, match="signal"):
     trajectories.FKWindowConfig(signal="joints")
+  with pytest.raises(ValueError, match="target"):
+    trajectories.FKWindowConfig(target="velocity")
   with pytest.raises(ValueError, match="unknown"):
     trajectories.FKWindowConfig.from_any({"horizn": 16})
 

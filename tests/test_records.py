@@ -35,6 +35,21 @@ def test_fingerprint_ignores_paths_and_progress_but_not_settings():
   assert len(records.fingerprint(a)) == 16
 
 
+def test_a_decoupled_arm_fingerprint_covers_its_own_stage1():
+  """`decoupled_<arm>` runs freeze the chain's `stage1_<arm>`: a change there is a new run
+  (and a change to `config.stage1` is not), as `config.stage1` is for `decoupled`."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  c = config_lib.from_file(os.path.join(REPO, "configs", "paper_tables.py"),
+                           "table=gap,part=libero,debug").chains.libero_spatial_fk_delta
+  fp = lambda: paper.run_fingerprint(c, "libero_spatial", "decoupled_fk", 0)
+  before = fp()
+  c.stage1.train.num_steps += 1
+  assert fp() == before
+  c.stage1_fk.data.fk.target = "absolute"
+  assert fp() != before
+
+
 # The flat head section every config had before the typed `head.diffusion` / `head.flow`
 # sections (the old `heads.head_defaults()` layout): the form committed records hashed.
 OLD_FLAT_HEAD = {"type": "diffusion", "num_train_steps": 100,

@@ -241,3 +241,36 @@ def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(m
   meta["config"]["data"]["horizon"] = int(cfg.data.horizon) + 1   # still checked
   with pytest.raises(CheckpointError, match="data.horizon"):
     base.check_stage1_checkpoint(cfg, data)
+
+
+def test_stage1_check_takes_a_delta_action_fk_expert_only_where_actions_are_deltas(monkeypatch):
+  """A generated-FK stage 1 with delta-action targets (data.fk.target='delta') is refused by a
+  benchmark of absolute actions (robosuite's) with a line naming the target, and accepted by
+  one that takes delta FK experts (LIBERO's) only at the same action normalisation."""
+  from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
+  from decoupled_jax.errors import CheckpointError
+  from decoupled_jax.benchmarks import base
+  from decoupled_jax.benchmarks.base import TaskData
+  from decoupled_jax.data.episodes import EpisodeData
+  cfg = config_lib.finetune_config("decoupled")
+  cfg.stage1_checkpoint = "/stage1/checkpoints"
+  unit = LimitsNormalizer.from_stats({"actions": FieldStats.create(-np.ones(3), np.ones(3),
+                                                                   dims=slice(0, 3))})
+  meta = {"stage": "pretrain", "fk_target": "delta", "normalizer": unit.to_dict(),
+          "config": {"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
+                     "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}}}
+  monkeypatch.setattr(base.ckpt_lib, "load_meta", lambda path: meta)
+  data = TaskData(EpisodeData({"actions": np.zeros((4, 10), np.float32)}, np.array([4])),
+                  unit, task="libero_spatial")
+  with pytest.raises(CheckpointError, match="delta FK targets"):
+    base.check_stage1_checkpoint(cfg, data)          # robosuite's rule: absolute targets only
+  libero_rule = dict(benchmarks=("libero", "fk"), same_action_scale=("libero",),
+                     fk_targets=("absolute", "delta"))
+  assert base.check_stage1_checkpoint(cfg, data, **libero_rule) is meta
+  lo, hi = (np.asarray(b, np.float32) for b in cfg.data.position_box)
+  other = TaskData(data.episodes, LimitsNormalizer.from_stats(
+      {"actions": FieldStats.create(lo, hi, dims=slice(0, 3))}), task="libero_spatial")
+  with pytest.raises(CheckpointError, match="normalised actions"):
+    base.check_stage1_checkpoint(cfg, other, **libero_rule)
+  meta["fk_target"] = "absolute"   # an absolute-pose FK expert keeps its own scale there
+  assert base.check_stage1_checkpoint(cfg, other, **libero_rule) is meta

@@ -79,13 +79,15 @@ def stage1_benchmark(meta: dict) -> Optional[str]:
 
 
 def check_stage1_checkpoint(config, data: Optional[TaskData], *, benchmarks=("fk",),
-                            same_action_scale=("fk",)) -> dict:
+                            same_action_scale=("fk",), fk_targets=("absolute",)) -> dict:
   """The stage-1 compatibility rule every stage-2 benchmark applies to
   `config.stage1_checkpoint` (a checkpoints folder or `pretrained:<name>`): a *stage-1*
-  expert of one of `benchmarks`, with `data`'s action space and width, the same backbone,
-  head and horizon, and — for stage-1 benchmarks in `same_action_scale`, unless stage 1
-  chose the reference's data-limit normalisation — the same action normalisation; anything
-  else would silently invalidate the comparison. Returns its meta."""
+  expert of one of `benchmarks` (an 'fk' one with one of `fk_targets`: absolute poses or
+  delta actions, kinematics/trajectories.py), with `data`'s action space and width, the same
+  backbone, head and horizon, and — for stage-1 benchmarks in `same_action_scale` and every
+  delta-action FK expert, unless stage 1 chose the reference's data-limit normalisation — the
+  same action normalisation; anything else would silently invalidate the comparison. Returns
+  its meta."""
   path = config.stage1_checkpoint
   try:
     meta = pretrained.load_meta(path) if pretrained.is_ref(path) else ckpt_lib.load_meta(path)
@@ -102,6 +104,10 @@ def check_stage1_checkpoint(config, data: Optional[TaskData], *, benchmarks=("fk
   if theirs_bench not in benchmarks:
     raise CheckpointError(f"{where} is a stage-1 expert of benchmark {theirs_bench!r}; "
                           f"this benchmark takes one of {list(benchmarks)}")
+  fk_target = meta.get("fk_target", "absolute")
+  if theirs_bench == "fk" and fk_target not in fk_targets:
+    raise CheckpointError(f"{where} was pretrained on {fk_target} FK targets; this benchmark's "
+                          f"actions take {' or '.join(fk_targets)} ones")
   space = data.action_space if data is not None else "ee_pose"
   dim = data.action_dim if data is not None else 10
   robot = meta.get("robot") or {}
@@ -120,7 +126,9 @@ def check_stage1_checkpoint(config, data: Optional[TaskData], *, benchmarks=("fk
   # A stage 1 with the reference's data-limit normalisation (data.normalization='paper')
   # differs in scale by design: the comparison that option exists for (docs/method.md §1.1).
   paper_scheme = theirs.get("data", {}).get("normalization", "ours") == "paper"
-  if (theirs_bench in same_action_scale and not paper_scheme
+  same_scale = theirs_bench in same_action_scale or (theirs_bench == "fk"
+                                                     and fk_target == "delta")
+  if (same_scale and not paper_scheme
       and json.dumps(act_theirs, sort_keys=True) != json.dumps(act_ours, sort_keys=True)):
     raise CheckpointError(f"{where} normalised actions with {act_theirs}, this run with "
                           f"{act_ours}; set config.data.position_box to the stage-1 run's box")

@@ -9,7 +9,11 @@ Data sources (`config.data.source`):
   'demos'      the paper's source: (joint, pose) windows of a robomimic/MimicGen HDF5
                (the Panda only).
 Targets (`config.robot.action_space`): 'ee_pose' = [pos(3), rot6d(6), gripper] per site (the
-Panda's 10-D action), 'joint_pos' = [joints, grippers].
+Panda's 10-D action), 'joint_pos' = [joints, grippers]. `config.data.fk.target='delta'` (pose
+robots, generated data): each step's motion to the next frame as a delta controller's action
+(kinematics/trajectories.py; LIBERO's action form), normalised by the fixed [-1, 1] action box
+(the controller's input range, as LIBERO's stage 2 normalises its actions) and scored in mm and
+degrees per step.
 Signals (`config.data.signal`, §1.3): 'jp' (joints + gripper, 8-D for the Panda), 'eepose'
 (the pose, 10-D), 'none' (zeros: an unconditional trajectory model).
 
@@ -40,10 +44,14 @@ import numpy as np
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, _project_mean,
                                            describe_stage1, mean_pose_baseline, pose_errors)
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
+from decoupled_jax.errors import ConfigError
 from decoupled_jax.kinematics import robot as robot_lib
 from decoupled_jax.kinematics import trajectories
 from decoupled_jax.training import sharding
 from decoupled_jax.util import seeded_batches
+
+# The normalisation box of delta targets' positions: the delta controller's input range.
+DELTA_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
 
 def stage1_normalizer(signal: str, joint_lower, joint_upper, box, *, scheme: str = "ours",
@@ -138,7 +146,16 @@ class FKData:
     """What a stage 1 of `config` saw, and its held-out FK error (`summary`: its run's)."""
     robot = config.get("robot", {}).get("mjcf", "panda")
     robot = "Panda" if robot == "panda" else os.path.basename(str(robot))
-    generated = config.get("data", {}).get("source", "generated") == "generated"
+    data = config.get("data", {})
+    generated = data.get("source", "generated") == "generated"
+    fk = data.get("fk", {})
+    if generated and fk.get("target", "absolute") == "delta":
+      speed = ", speed {:g}-{:g}".format(*fk["speed_range"]) if "speed_range" in fk else ""
+      return describe_stage1(
+          f"generated {robot} FK as delta actions (per-step motion / "
+          f"{1000 * fk.get('delta_pos_scale', 0.011):g} mm, "
+          f"{1000 * fk.get('delta_rot_scale', 0.064):g} mrad{speed})", config, summary,
+          "held-out delta error {err:.1f} mm/step (mean-action baseline {baseline:.1f})")
     return describe_stage1(f"generated {robot} FK" if generated else "demonstration pairs",
                            config, summary,
                            "held-out FK {err:.1f} mm (mean-pose baseline {baseline:.1f} mm)")
@@ -165,7 +182,14 @@ def load(config) -> Stage1Data:
       reference = tuple(np.asarray(a) for a in out[1:])
     return reference
 
-  if auto_box:
+  delta = fk_cfg.target == "delta"
+  if delta and (info.action_space != "ee_pose" or config.data.source != "generated"):
+    raise ConfigError(f"config.data.fk.target='delta' needs generated data of an ee_pose "
+                      f"robot (data.source={config.data.source!r}, robot.action_space="
+                      f"{info.action_space!r})")
+  if delta:   # the delta action's own range, whatever the via-point box
+    boxes = np.broadcast_to(np.asarray(DELTA_BOX, np.float32), (info.num_sites, 2, 3))
+  elif auto_box:
     boxes = trajectories.reachable_box(reference_sample()[1], info)
   else:
     boxes = np.broadcast_to(np.asarray(config.data.position_box, np.float32),
@@ -189,10 +213,14 @@ def load(config) -> Stage1Data:
       return_joints=True, return_poses=True))
   joint_fk = _joint_fk(sampler) if joint_space else None
 
+  # delta targets are scored as motion per step (mm, degrees), not in action units
+  physical = ((lambda x: trajectories.delta_to_physical(x, fk_cfg, info)) if delta
+              else (lambda x: x))
+
   def errors(pred):
     """Pose errors of unnormalised predictions (+ the joint error for joint_pos targets)."""
     if not joint_space:
-      return pose_errors(pred, eval_target, info)
+      return pose_errors(physical(pred), physical(eval_target), info)
     out = pose_errors(joint_fk(pred), eval_poses, info)
     nj = info.num_joints
     out["joint_abs_err"] = float(np.abs(np.clip(pred[..., :nj], info.joint_lower,
@@ -209,10 +237,11 @@ def load(config) -> Stage1Data:
         mean = _project_mean(mean, [], info.joint_gripper_dims(), *info.gripper_range)
         baseline_cache.update(errors(np.broadcast_to(mean, eval_target.shape).copy()))
       else:
-        baseline_cache.update(mean_pose_baseline(ref_target, eval_target, info))
+        baseline_cache.update(mean_pose_baseline(physical(ref_target), physical(eval_target),
+                                                 info))
     return dict(baseline_cache)
 
-  meta = {"signal": signal, "source": config.data.source,
+  meta = {"signal": signal, "source": config.data.source, "fk_target": fk_cfg.target,
           # What stage 2 checks a stage-1 expert against (kinematics/robot.py describe()).
           "robot": dict(info.describe(), position_box=np.asarray(boxes).tolist())}
   out = Stage1Data(norm=norm, cond_dim=sampler.cond_dim, action_dim=sampler.target_dim,

@@ -185,12 +185,13 @@ class LiberoSuite(Stage2Benchmark):
 
   def check_stage1(self, config, data: TaskData) -> dict:
     """A LIBERO stage-1 checkpoint (state -> delta action, same action scale) or, as the
-    demonstration-free alternative, a stage-1 checkpoint on our generated Panda FK data
-    (joints -> absolute pose in its workspace box; each stage's targets are normalised to
-    [-1, 1] by its own scale, as the paper's DROID stage 1 for LIBERO maps joints to delta
-    velocities)."""
+    demonstration-free alternative, a stage-1 checkpoint on our generated Panda FK data: with
+    delta-action targets (`data.fk.target='delta'`, the same action form and scale), or
+    absolute poses in its workspace box (each stage's targets normalised to [-1, 1] by its own
+    scale; the paper's DROID stage 1 for LIBERO maps joints to delta velocities)."""
     return check_stage1_checkpoint(
-        config, data, benchmarks=("libero", "fk"), same_action_scale=("libero",))
+        config, data, benchmarks=("libero", "fk"), same_action_scale=("libero",),
+        fk_targets=("absolute", "delta"))
 
   def evaluators(self, config, data: TaskData, runner):
     def final_evaluate(params, workdir, step):

@@ -40,6 +40,17 @@ Joint trajectories (per sample)
     range's two values (robosuite: -1 open, +1 close); the first frame is the closed value with
     probability `p_close`, then the command flips at each frame with probability
     `gripper_switch_prob`, independently per gripper.
+
+Delta targets (`target='delta'`, pose robots only; docs/libero.md "A generated delta-action
+stage 1"): the target of frame t is the motion from frame t to t+1 (H+1 frames are generated,
+the condition is the first H) in the form of a delta end-effector controller's action (LIBERO's
+OSC_POSE, model form): [clip(dpos / delta_pos_scale, -1, 1) (3), rot6d(exp(clip(w /
+delta_rot_scale, -1, 1))) (6)(, gripper)] per site, with dpos the base-frame displacement and w
+the rotation vector of R_{t+1} R_t^T (base frame, the controller's left-multiplied goal
+rotation). The defaults are the scales measured on LIBERO's scripted demos, where one unit of
+delta action moved the end effector ~11 mm and turned it ~64 mrad per 20 Hz step (least-squares
+fit, docs/results/decoupled_gap.md); a per-step displacement beyond them saturates at 1, as the
+controller's input range does.
 """
 from __future__ import annotations
 
@@ -51,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decoupled_jax.data import rotation
 from decoupled_jax.data.normalizer import ABCDEFGH_POS_MAX, ABCDEFGH_POS_MIN
 from decoupled_jax.kinematics import SIGNALS, panda
 from decoupled_jax.kinematics import robot as robot_lib
@@ -58,6 +70,7 @@ from decoupled_jax.kinematics import robot as robot_lib
 # The shared position-normalisation box (docs/method.md §6), as the generator's default.
 DEFAULT_WORKSPACE_BOX = (tuple(float(v) for v in ABCDEFGH_POS_MIN),
                          tuple(float(v) for v in ABCDEFGH_POS_MAX))
+TARGETS = ("absolute", "delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +100,20 @@ class FKWindowConfig:
   workspace_box: tuple = DEFAULT_WORKSPACE_BOX
   box_margin: float = 0.02
   via_candidates: int = 16
+  # 'absolute': the pose (or joint) vector of each frame; 'delta': a delta controller's action
+  # per step (module docstring), metres and radians per unit of action.
+  target: str = "absolute"
+  delta_pos_scale: float = 0.011
+  delta_rot_scale: float = 0.064
 
   def __post_init__(self):
     if self.signal not in SIGNALS:
       raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
+    if self.target not in TARGETS:
+      raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+    if not (self.delta_pos_scale > 0 and self.delta_rot_scale > 0):
+      raise ValueError(f"delta_pos_scale and delta_rot_scale must be > 0, got "
+                       f"{self.delta_pos_scale}, {self.delta_rot_scale}")
     if self.site not in panda.SITE_NAMES:
       raise ValueError(f"site must be one of {panda.SITE_NAMES}, got {self.site!r}")
     if self.fk_backend not in ("tree", "mjx"):
@@ -292,6 +315,31 @@ def joint_vector(qpos, grippers: list):
   return jnp.concatenate([qpos] + [g[..., None] for g in grippers], axis=-1)
 
 
+def delta_vector(pos: list, mat: list, grippers: list, cfg: FKWindowConfig):
+  """The delta-action target (module docstring) of frames 0..H-1 from H+1 frames: per site
+  [clipped dpos / scale, rot6d(exp(clipped w / scale))(, gripper of frame t)] (float32)."""
+  parts = []
+  for s, (p, m) in enumerate(zip(pos, mat)):
+    dpos = jnp.clip((p[..., 1:, :] - p[..., :-1, :]) / cfg.delta_pos_scale, -1.0, 1.0)
+    rel = m[..., 1:, :, :] @ jnp.swapaxes(m[..., :-1, :, :], -1, -2)
+    w = jnp.clip(rotation.matrix_to_axis_angle(rel) / cfg.delta_rot_scale, -1.0, 1.0)
+    parts += [dpos, rotation.axis_angle_to_rot6d(w)]
+    if grippers:
+      parts.append(grippers[s][..., :-1, None])
+  return jnp.concatenate(parts, axis=-1).astype(jnp.float32)
+
+
+def delta_to_physical(x, cfg: FKWindowConfig, info: robot_lib.RobotInfo) -> np.ndarray:
+  """Delta targets (..., pose_dim) -> the same motion in metres and radians per step:
+  positions x `delta_pos_scale`, each rotation's angle x `delta_rot_scale` (host, numpy)."""
+  x = np.array(x, np.float64)
+  for pos_dims, rot_dims in zip(info.pose_position_dims(), info.pose_rot6d_dims()):
+    x[..., pos_dims] *= cfg.delta_pos_scale
+    w = rotation.rot6d_to_axis_angle(x[..., rot_dims]) * cfg.delta_rot_scale
+    x[..., rot_dims] = rotation.axis_angle_to_rot6d(w)
+  return x.astype(np.float32)
+
+
 def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInfo,
                       batch_size: int, return_joints: bool = False, return_poses: bool = False):
   """The pure sampler: `cond (B, H, Dc)`, `target (B, H, Da)` (+ qpos, gripper if asked;
@@ -300,11 +348,21 @@ def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInf
   params: `robot.kinematics_tree(model)` ('tree') or `mjx.put_model(model)` ('mjx'); pass it
   as a jit argument. cfg, info, batch_size are static.
   """
-  qpos, grippers = _sample_joint_windows(rng, cfg, info, batch_size, params)
+  delta = cfg.target == "delta"
+  if delta and info.action_space != "ee_pose":
+    raise ValueError("target='delta' needs an end-effector pose robot (action_space 'ee_pose')")
+  gen = dataclasses.replace(cfg, horizon=cfg.horizon + 1) if delta else cfg
+  qpos, grippers = _sample_joint_windows(rng, gen, info, batch_size, params)
   pos, mat = fk_sites(params, qpos, cfg, info)
+  if delta:   # the motion to the next frame; everything else of the first H frames
+    target = delta_vector(pos, mat, grippers, cfg)
+    h = cfg.horizon
+    qpos, grippers = qpos[:, :h], [g[:, :h] for g in grippers]
+    pos, mat = [p[:, :h] for p in pos], [m[:, :h] for m in mat]
   poses = pose_vector(pos, mat, grippers, info)
-  target = poses if info.action_space == "ee_pose" else joint_vector(qpos, grippers).astype(
-      jnp.float32)
+  if not delta:
+    target = poses if info.action_space == "ee_pose" else joint_vector(qpos, grippers).astype(
+        jnp.float32)
   if cfg.signal == "jp":
     cond = joint_vector(qpos, grippers)
   elif cfg.signal == "eepose":

@@ -133,7 +133,10 @@ def run_fingerprint(config, task: str, mode: str, seed: int) -> str:
   s2["data"]["task"] = task
   parts = [{"stage2": s2, "demos": config.demos.to_dict()}]
   ref = config.get("stage1_checkpoint", "")
-  if mode == "decoupled" and not ref:
+  arm = stage1_arm(mode)
+  if arm:   # decoupled_<arm>: the chain's own stage1_<arm> (stage1_checkpoint is config.stage1's)
+    parts.append({f"stage1_{arm}": stage1_config(config, arm).to_dict()})
+  elif mode == "decoupled" and not ref:
     parts.append({"stage1": config.stage1.to_dict()})
     if tuple(config.get("stage1_suites", ())):   # (absent from records made before the key)
       parts.append({"stage1_suites": list(config.stage1_suites)})

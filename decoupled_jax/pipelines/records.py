@@ -88,6 +88,24 @@ def _legacy_sampling(d: dict) -> None:
     data["sampling"] = "epochs" if int(train["epochs"] or 0) > 0 else "uniform"
 
 
+# The FK generator's fields added with delta targets, at their defaults (absolute targets).
+_FK_TARGET_DEFAULTS = {"target": "absolute", "delta_pos_scale": 0.011, "delta_rot_scale": 0.064}
+
+
+def _legacy_fk_target(d: dict) -> None:
+  """A generator section (`data.fk`) with absolute targets is fingerprinted without the delta
+  target's keys at their defaults (kinematics/trajectories.py), the form records made before
+  the keys existed hashed (the same runs)."""
+  for value in list(d.values()):
+    if isinstance(value, dict):
+      _legacy_fk_target(value)
+  fk = d.get("fk")
+  if isinstance(fk, dict) and fk.get("target", "absolute") == "absolute" and "via_candidates" in fk:
+    for k, v in _FK_TARGET_DEFAULTS.items():
+      if k in fk and fk[k] == v:
+        fk.pop(k)
+
+
 def _legacy_benchmark(d: dict) -> None:
   """A stage config on the benchmark its stage always had before `config.benchmark` existed
   ('fk' for pretrain, 'robosuite' for finetune) is fingerprinted without the key, so records
@@ -154,6 +172,7 @@ def fingerprint(*parts: dict) -> str:
     for key in _VOLATILE:
       _drop(part, key)
     _legacy_robot(part)
+    _legacy_fk_target(part)
     _legacy_benchmark(part)
     _legacy_sampling(part)
     clean.append(_legacy_head(part))
