@@ -540,6 +540,10 @@ def _validate_pretrain(c):
     FKWindowConfig.from_any(dict(c.data.fk, horizon=c.data.horizon, signal=c.data.signal))
   except ValueError as e:
     _fail("data.fk", str(e))
+  if c.data.fk.get("target", "absolute") == "delta" and (
+      c.data.source != "generated" or c.get("robot", {}).get("action_space", "ee_pose") != "ee_pose"):
+    _fail("data.fk.target", "'delta' needs generated data (data.source='generated') of an "
+          "ee_pose robot (robot.action_space)")
   _positive(c, "eval.num_windows", allow_zero=True)
   from decoupled_jax.kinematics.robot import check_config
   check_config(c)   # config.robot: loads the MJCF (sites, joints, limits, chains); no XLA

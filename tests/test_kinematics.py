@@ -239,6 +239,22 @@ def test_generator_delta_target_is_the_motion_to_the_next_frame(model_info):
     trajectories.FKWindowConfig(target="delta", delta_pos_scale=0.0)
 
 
+def test_a_delta_target_needs_generated_pose_data():
+  """One line naming data.fk.target, before anything is built, for a delta target on
+  demonstration pairs or a joint-space robot."""
+  from decoupled_jax import config_lib
+  c = config_lib.pretrain_config("dp_mlp")
+  c.data.fk.target = "delta"
+  config_lib.validate(c)
+  c.robot.action_space = "joint_pos"
+  with pytest.raises(config_lib.ConfigError, match="data.fk.target"):
+    config_lib.validate(c)
+  c.robot.action_space = "ee_pose"
+  c.data.source, c.data.dataset = "demos", __file__   # (a file that exists)
+  with pytest.raises(config_lib.ConfigError, match="data.fk.target"):
+    config_lib.validate(c)
+
+
 def test_config_validation():
   with pytest.raises(ValueError, match="signal"):
     trajectories.FKWindowConfig(signal="joints")
