@@ -47,7 +47,9 @@ Tables (`table=`):
                                  (chain libero_spatial_s1_both) decoupled on a 16k stage 1
                                  over libero_spatial's and libero_object's demos; (chain
                                  libero_spatial_fk_delta) decoupled on a 16k stage 1 on
-                                 generated Panda FK as delta actions (no demonstrations).
+                                 generated Panda FK as delta actions (no demonstrations),
+                                 conditioned on joints (..._fk_delta) or on joints and joint
+                                 steps (..._fk_delta_jv).
                  (part=oracle and part=data keep the 4k stage 1 they were measured with.)
   debug          (with any table) one task, one seed, the debug presets: a smoke test.
   observations   two 84x84 cameras through the ResNet-18 encoders + proprioception, normal vs
@@ -199,6 +201,10 @@ def get_config(arg=None):
       fkd.stage1_fk.data.fk.update(target="delta", speed_range=(0.1, 0.5))
       if not a.debug:
         fkd.stage1_fk.train.num_steps, fkd.stage1_fk.train.checkpoint_every = STAGE1_STEPS, 2000
+      # The same with each frame's joint step beside the joints (signal 'jv'), so the delta
+      # target is a function of the condition, not a difference of two near-equal inputs.
+      jv = t.chains.libero_spatial_fk_delta_jv = config_lib.ConfigDict(fkd.to_dict())
+      jv.stage1_fk.data.signal = "jv"
     else:
       a.full_mlp = not a.debug
       t.chains.paper_width = _chain(a, can, seeds or (0,))

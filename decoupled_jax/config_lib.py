@@ -540,6 +540,9 @@ def _validate_pretrain(c):
     FKWindowConfig.from_any(dict(c.data.fk, horizon=c.data.horizon, signal=c.data.signal))
   except ValueError as e:
     _fail("data.fk", str(e))
+  if c.data.signal == "jv" and c.data.source != "generated":
+    _fail("data.signal", "'jv' (joints + joint steps) is generated data's; demonstration pairs "
+          "take 'jp', 'eepose' or 'none'")
   if c.data.fk.get("target", "absolute") == "delta" and (
       c.data.source != "generated" or c.get("robot", {}).get("action_space", "ee_pose") != "ee_pose"):
     _fail("data.fk.target", "'delta' needs generated data (data.source='generated') of an "

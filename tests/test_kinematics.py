@@ -239,6 +239,38 @@ def test_generator_delta_target_is_the_motion_to_the_next_frame(model_info):
     trajectories.FKWindowConfig(target="delta", delta_pos_scale=0.0)
 
 
+def test_jv_signal_is_the_joints_and_the_step_to_the_next_frame(model_info):
+  """signal 'jv': [joints, q_{t+1} - q_t, gripper] per frame (the last frame's step reaches
+  the generated frame H+1), normalised by the generator's fastest step into [-1, 1]; the
+  delta target of the same window is the FK motion of those steps."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.benchmarks import fk
+  model, info = model_info
+  s = trajectories.make_fk_window_sampler(dict(horizon=8, signal="jv", target="delta",
+                                               via_candidates=2))
+  assert s.cond_dim == 15 == s.config.cond_dim
+  cond, target, qpos, gripper = map(np.asarray, s(jax.random.PRNGKey(4), 64, True))
+  assert cond.shape == (64, 8, 15)
+  np.testing.assert_array_equal(cond[..., :7], qpos)
+  np.testing.assert_array_equal(cond[..., 14], gripper)
+  np.testing.assert_allclose(cond[:, :-1, 7:14], np.diff(qpos, axis=1), atol=1e-6)
+  q_next = qpos[:, -1] + cond[:, -1, 7:14]                  # the generated frame H+1
+  p_last, _ = panda.fk_cpu(model, qpos[:, -1], s.config.site)
+  p_next, _ = panda.fk_cpu(model, q_next, s.config.site)
+  dpos = (p_next - p_last) / s.config.delta_pos_scale
+  free = (np.abs(dpos) < 0.98).all(-1)
+  np.testing.assert_allclose(target[:, -1, :3][free], dpos[free], atol=2e-3)
+  c = config_lib.pretrain_config("dp_mlp", signal="jv")
+  c.data.fk.update(target="delta", via_candidates=2)
+  c.data.horizon, c.eval.num_windows = 8, 16
+  data = fk.load(c)
+  n = np.asarray(data.normalise(cond, target)["obs"]["cond"])
+  assert np.abs(n[..., 7:14]).max() <= 1.0 and np.abs(n[..., 7:14]).max() > 0.05
+  c.data.source, c.data.dataset = "demos", __file__
+  with pytest.raises(config_lib.ConfigError, match="data.signal"):
+    config_lib.validate(c)
+
+
 def test_a_delta_target_needs_generated_pose_data():
   """One line naming data.fk.target, before anything is built, for a delta target on
   demonstration pairs or a joint-space robot."""

@@ -15,7 +15,9 @@ robots, generated data): each step's motion to the next frame as a delta control
 (the controller's input range, as LIBERO's stage 2 normalises its actions) and scored in mm and
 degrees per step.
 Signals (`config.data.signal`, §1.3): 'jp' (joints + gripper, 8-D for the Panda), 'eepose'
-(the pose, 10-D), 'none' (zeros: an unconditional trajectory model).
+(the pose, 10-D), 'none' (zeros: an unconditional trajectory model), 'jv' (ours, generated
+data: joints + the joint step to the next frame + gripper, 15-D; the steps normalised by the
+generator's fastest step per frame).
 
 Normalisation (limits, §1.1, §6): the target's position dims use the fixed workspace box
 shared with stage 2 (`config.data.position_box`), so a frozen backbone sees the same action
@@ -55,12 +57,14 @@ DELTA_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
 
 def stage1_normalizer(signal: str, joint_lower, joint_upper, box, *, scheme: str = "ours",
-                      sample=None, robot=None) -> LimitsNormalizer:
+                      sample=None, robot=None, joint_step=None) -> LimitsNormalizer:
   """Stage 1's condition/target normaliser. `scheme='ours'`: see the module docstring;
   `scheme='paper'`: min/max of `sample = (cond, target)` (arrays (..., Dc), (..., Da)) on
   every dim, the condition unnormalised for signal 'none' (zeros), as the reference does.
   `robot` (a `kinematics.robot.RobotInfo`; None = the Panda's 10-D layout): the vectors'
-  layout; `box` is ((3,), (3,)) or one such box per end-effector site (S, 2, 3)."""
+  layout; `box` is ((3,), (3,)) or one such box per end-effector site (S, 2, 3);
+  `joint_step` (signal 'jv'): the largest joint step per frame, per joint (the joint-step
+  dims are normalised by +-joint_step)."""
   if scheme == "paper":
     cond, target = (np.asarray(a, np.float32) for a in sample)
     data = {"actions": target.reshape(-1, target.shape[-1])}
@@ -99,6 +103,12 @@ def stage1_normalizer(signal: str, joint_lower, joint_upper, box, *, scheme: str
   stats = {"actions": pose_stats() if robot.action_space == "ee_pose" else joint_stats()}
   if signal == "jp":
     stats[COND_KEY] = joint_stats()
+  elif signal == "jv":
+    j, nj = joint_stats(), robot.num_joints
+    step = np.broadcast_to(np.asarray(joint_step, np.float32), (nj,))
+    stats[COND_KEY] = FieldStats.create(
+        np.concatenate([j.min[:nj], -step, j.min[nj:]]).astype(np.float32),
+        np.concatenate([j.max[:nj], step, j.max[nj:]]).astype(np.float32))
   elif signal == "eepose":
     stats[COND_KEY] = pose_stats()
   return LimitsNormalizer.from_stats(stats)
@@ -203,8 +213,10 @@ def load(config) -> Stage1Data:
     sample = (data.fields["cond"], data.fields["target"])
   elif scheme == "paper":   # the generated data's limits, from a fixed sample of windows
     sample = sampler(jax.random.PRNGKey(30_000 + config.seed), 16_384)
+  # the generator's fastest joint step per frame (speed 1 of its velocity limits)
+  joint_step = info.velocity_limits * fk_cfg.vel_margin / fk_cfg.fps
   norm = stage1_normalizer(signal, info.joint_lower, info.joint_upper, boxes, scheme=scheme,
-                           sample=sample, robot=info)
+                           sample=sample, robot=info, joint_step=joint_step)
 
   # Held-out generated windows (fixed seeds never used for training batches).
   joint_space = info.action_space == "joint_pos"

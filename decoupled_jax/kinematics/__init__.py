@@ -19,7 +19,10 @@ the names below are loaded from their modules on first use (jax and mujoco only 
 """
 import importlib
 
-SIGNALS = ("jp", "eepose", "none")   # stage-1 condition (docs/method.md §1.3)
+# stage-1 condition (docs/method.md §1.3); 'jv' (joints + each frame's joint step to the next,
+# generated data only) is ours: it makes a delta target a function of the condition
+# (kinematics/trajectories.py).
+SIGNALS = ("jp", "eepose", "none", "jv")
 
 _EXPORTS = {
     "panda": ("BASE_POS", "INIT_QPOS", "PandaInfo", "fk_cpu", "fk_mjx", "fk_tree",

@@ -39,8 +39,9 @@ _DIMS = {"robot0_joint_pos": 7, "robot0_eef_pos": 3, "robot0_eef_quat": 4}
 def pairs_from_arrays(joint_pos, eef_pos, eef_quat_xyzw, gripper_cmd, signal: str = "jp",
                       frame: str = "grip_site"):
   """One episode's arrays -> (cond (T, Dc), target (T, 10)) float32."""
-  if signal not in SIGNALS:
-    raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
+  if signal not in SIGNALS or signal == "jv":
+    raise ValueError(f"signal must be one of {tuple(s for s in SIGNALS if s != 'jv')} for "
+                     f"demonstration pairs ('jv' is generated data's), got {signal!r}")
   if frame not in ("grip_site", "hand"):
     raise ValueError(f"frame must be 'grip_site' or 'hand', got {frame!r}")
   g = np.asarray(gripper_cmd, np.float64).reshape(-1, 1)

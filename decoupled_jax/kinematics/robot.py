@@ -299,6 +299,8 @@ class RobotInfo:
     return self.pose_dim if self.action_space == "ee_pose" else self.joint_dim
 
   def cond_dim(self, signal: str) -> int:
+    if signal == "jv":   # [joints, joint steps, grippers]
+      return self.joint_dim + self.num_joints
     return self.pose_dim if signal == "eepose" else self.joint_dim
 
   # Index sets of the pose vector ([pos(3), rot6d(6), g] per site; g only with grippers).

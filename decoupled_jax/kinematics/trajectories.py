@@ -15,7 +15,10 @@ for the `robot0_eef_quat` body orientation); rot6d = first two rows of the rotat
 (`decoupled_jax.data.rotation`). The *joint* vector is [joints, grippers]. The target is the
 pose vector (`action_space='ee_pose'`; the Panda's 10-D action) or the joint vector
 (`'joint_pos'`). Condition (`signal`, spec §1.3): 'jp' = the joint vector (Panda: 8-D);
-'eepose' = the pose vector (10-D); 'none' = zeros the size of the joint vector.
+'eepose' = the pose vector (10-D); 'none' = zeros the size of the joint vector; 'jv' (ours) =
+[joints, q_{t+1} - q_t, grippers] (Panda: 15-D; H+1 frames are generated), the joint step to
+the next frame beside the joints, so that a delta target (below) is a smooth function of the
+condition rather than a difference of two nearly equal normalised inputs.
 
 Joint trajectories (per sample)
   * Via-points q_0..q_K (K = `num_segments`, at least enough to cover the window).
@@ -142,7 +145,7 @@ class FKWindowConfig:
   @property
   def cond_dim(self) -> int:
     """The built-in Panda's condition width (any robot: `FKWindowSampler.cond_dim`)."""
-    return 10 if self.signal == "eepose" else 8
+    return {"eepose": 10, "jv": 15}.get(self.signal, 8)
 
   @classmethod
   def from_any(cls, config) -> "FKWindowConfig":
@@ -351,12 +354,15 @@ def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInf
   delta = cfg.target == "delta"
   if delta and info.action_space != "ee_pose":
     raise ValueError("target='delta' needs an end-effector pose robot (action_space 'ee_pose')")
-  gen = dataclasses.replace(cfg, horizon=cfg.horizon + 1) if delta else cfg
+  ahead = delta or cfg.signal == "jv"   # one frame more: the step to the next frame
+  gen = dataclasses.replace(cfg, horizon=cfg.horizon + 1) if ahead else cfg
   qpos, grippers = _sample_joint_windows(rng, gen, info, batch_size, params)
   pos, mat = fk_sites(params, qpos, cfg, info)
-  if delta:   # the motion to the next frame; everything else of the first H frames
+  if delta:
     target = delta_vector(pos, mat, grippers, cfg)
+  if ahead:   # the step to the next frame; everything else of the first H frames
     h = cfg.horizon
+    q_step = qpos[:, 1:] - qpos[:, :-1]
     qpos, grippers = qpos[:, :h], [g[:, :h] for g in grippers]
     pos, mat = [p[:, :h] for p in pos], [m[:, :h] for m in mat]
   poses = pose_vector(pos, mat, grippers, info)
@@ -367,6 +373,8 @@ def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInf
     cond = joint_vector(qpos, grippers)
   elif cfg.signal == "eepose":
     cond = poses
+  elif cfg.signal == "jv":
+    cond = jnp.concatenate([qpos, q_step] + [g[..., None] for g in grippers], axis=-1)
   else:
     cond = jnp.zeros(qpos.shape[:-1] + (info.joint_dim,), jnp.float32)
   out = (cond, target)
