@@ -8,7 +8,7 @@ Arguments (comma-separated key=value after the colon):
   cond     unified conditioning: adaln_zero | adaln | ada_rms_norm | film | additive |
            cross_attn | prefix | lora_cond                         (default adaln_zero)
   head     diffusion | flow                                          (default diffusion)
-  signal   jp | eepose | none   (§1.3)                               (default jp)
+  signal   jp | eepose | none | jv (§1.3; jv: joints + joint steps) (default jp)
   source   generated (FK on device) | demos (robomimic HDF5 pairs, needs hdf5=)
   hdf5     path of a robomimic/MimicGen HDF5 for source=demos
   steps    number of train steps (0 = the preset's)
