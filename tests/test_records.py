@@ -94,6 +94,16 @@ def test_typed_head_fingerprints_and_builds_as_its_old_flat_form(kind, edits):
   assert records.fingerprint({"head": moved}) != records.fingerprint({"head": typed})
 
 
+def _gap_part(chain: str) -> str:
+  """The `table=gap` part that defines a committed record's chain."""
+  if chain.startswith("stage1_"):
+    return "scaling"
+  if chain.startswith("libero_spatial"):
+    return "libero"
+  return {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width",
+          "final": "final"}[chain]
+
+
 def test_committed_gap_records_match_the_table_configs():
   """docs/results/raw/decoupled_gap/runs.jsonl: each record's fingerprint is the one the
   gap table's config gives that run today, so rerunning the table reuses every record."""
@@ -101,13 +111,10 @@ def test_committed_gap_records_match_the_table_configs():
   from decoupled_jax.pipelines import paper
   path = os.path.join(REPO, "docs/results/raw/decoupled_gap/runs.jsonl")
   recs = [json.loads(line) for line in open(path) if line.strip()]
-  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final",
-           "libero_spatial": "libero", "libero_spatial_s1_both": "libero"}
   assert recs
   for r in recs:
-    part = "scaling" if r["chain"].startswith("stage1_") else parts[r["chain"]]
     t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"),
-                             f"table=gap,part={part}")
+                             f"table=gap,part={_gap_part(r['chain'])}")
     fp = paper.run_fingerprint(t.chains[r["chain"]], r["task"], r["mode"], r["seed"])
     assert fp == r["fingerprint"], r["episodes_file"]
 
@@ -412,8 +419,6 @@ def test_committed_stage1_descriptions_are_what_describe_gives_today():
   its benchmark's `describe` gives for that chain's stage-1 run config and evaluation."""
   from decoupled_jax import benchmarks, config_lib
   from decoupled_jax.pipelines import paper
-  parts = {"oracle": "oracle", "demo_pairs": "data", "paper_width": "width", "final": "final",
-           "libero_spatial": "libero", "libero_spatial_s1_both": "libero"}
   n = 0
   for table in ("decoupled_gap", "signal"):
     for line in open(os.path.join(REPO, "docs/results/raw", table, "runs.jsonl")):
@@ -423,8 +428,7 @@ def test_committed_stage1_descriptions_are_what_describe_gives_today():
         continue
       arg = "table=signal"
       if table == "decoupled_gap":
-        arg = "table=gap,part=" + ("scaling" if r["chain"].startswith("stage1_")
-                                   else parts[r["chain"]])
+        arg = "table=gap,part=" + _gap_part(r["chain"])
       t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), arg)
       c = paper.stage1_run_config(t.chains[r["chain"]], paper.stage1_arm(r["mode"]))
       assert benchmarks.stage1(c).describe(c, {"eval": r["stage1_eval"]}) == r["stage1"], r["chain"]
