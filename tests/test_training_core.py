@@ -214,6 +214,20 @@ def test_eight_devices_match_one_device(tmp_path):
                                err_msg=k)
 
 
+def _stage1_meta(cfg, norm, **extra):
+  """A stage-1 checkpoint's meta for `cfg`'s expert, its actions normalised by `norm`."""
+  return dict(extra, stage="pretrain", normalizer=norm.to_dict(),
+              config={"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
+                      "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}})
+
+
+def _ten_d_task(norm, task):
+  from decoupled_jax.benchmarks.base import TaskData
+  from decoupled_jax.data.episodes import EpisodeData
+  return TaskData(EpisodeData({"actions": np.zeros((4, 10), np.float32)}, np.array([4])),
+                  norm, task=task)
+
+
 def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(monkeypatch):
   """A decoupled run refuses a stage 1 whose action normalisation differs from its own,
   unless that stage 1 declared the reference's data-limit scheme (data.normalization='paper',
@@ -221,19 +235,14 @@ def test_stage1_check_allows_another_action_scale_only_for_paper_normalization(m
   from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
   from decoupled_jax.errors import CheckpointError
   from decoupled_jax.benchmarks import base
-  from decoupled_jax.benchmarks.base import TaskData
-  from decoupled_jax.data.episodes import EpisodeData
   cfg = config_lib.finetune_config("decoupled")
   cfg.stage1_checkpoint = "/stage1/checkpoints"
   lo, hi = (np.asarray(b, np.float32) for b in cfg.data.position_box)
   ours = LimitsNormalizer.from_stats({"actions": FieldStats.create(lo, hi, dims=slice(0, 3))})
   theirs = LimitsNormalizer.from_stats({"actions": FieldStats.create(-np.ones(10), np.ones(10))})
-  meta = {"stage": "pretrain", "normalizer": theirs.to_dict(),
-          "config": {"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
-                     "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}}}
+  meta = _stage1_meta(cfg, theirs)
   monkeypatch.setattr(base.ckpt_lib, "load_meta", lambda path: meta)
-  data = TaskData(EpisodeData({"actions": np.zeros((4, 10), np.float32)}, np.array([4])),
-                  ours, task="Lift")
+  data = _ten_d_task(ours, "Lift")
   with pytest.raises(CheckpointError, match="config.data.position_box"):
     base.check_stage1_checkpoint(cfg, data)
   meta["config"]["data"]["normalization"] = "paper"
@@ -250,26 +259,21 @@ def test_stage1_check_takes_a_delta_action_fk_expert_only_where_actions_are_delt
   from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
   from decoupled_jax.errors import CheckpointError
   from decoupled_jax.benchmarks import base
-  from decoupled_jax.benchmarks.base import TaskData
-  from decoupled_jax.data.episodes import EpisodeData
   cfg = config_lib.finetune_config("decoupled")
   cfg.stage1_checkpoint = "/stage1/checkpoints"
   unit = LimitsNormalizer.from_stats({"actions": FieldStats.create(-np.ones(3), np.ones(3),
                                                                    dims=slice(0, 3))})
-  meta = {"stage": "pretrain", "fk_target": "delta", "normalizer": unit.to_dict(),
-          "config": {"backbone": cfg.backbone.to_dict(), "head": {"type": cfg.head.type},
-                     "data": {"horizon": int(cfg.data.horizon), "normalization": "ours"}}}
+  meta = _stage1_meta(cfg, unit, fk_target="delta")
   monkeypatch.setattr(base.ckpt_lib, "load_meta", lambda path: meta)
-  data = TaskData(EpisodeData({"actions": np.zeros((4, 10), np.float32)}, np.array([4])),
-                  unit, task="libero_spatial")
+  data = _ten_d_task(unit, "libero_spatial")
   with pytest.raises(CheckpointError, match="delta FK targets"):
     base.check_stage1_checkpoint(cfg, data)          # robosuite's rule: absolute targets only
   libero_rule = dict(benchmarks=("libero", "fk"), same_action_scale=("libero",),
                      fk_targets=("absolute", "delta"))
   assert base.check_stage1_checkpoint(cfg, data, **libero_rule) is meta
   lo, hi = (np.asarray(b, np.float32) for b in cfg.data.position_box)
-  other = TaskData(data.episodes, LimitsNormalizer.from_stats(
-      {"actions": FieldStats.create(lo, hi, dims=slice(0, 3))}), task="libero_spatial")
+  other = _ten_d_task(LimitsNormalizer.from_stats(
+      {"actions": FieldStats.create(lo, hi, dims=slice(0, 3))}), "libero_spatial")
   with pytest.raises(CheckpointError, match="normalised actions"):
     base.check_stage1_checkpoint(cfg, other, **libero_rule)
   meta["fk_target"] = "absolute"   # an absolute-pose FK expert keeps its own scale there

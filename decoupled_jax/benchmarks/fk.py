@@ -46,7 +46,6 @@ import numpy as np
 from decoupled_jax.benchmarks.base import (COND_KEY, Stage1Data, _project_mean,
                                            describe_stage1, mean_pose_baseline, pose_errors)
 from decoupled_jax.data.normalizer import FieldStats, LimitsNormalizer
-from decoupled_jax.errors import ConfigError
 from decoupled_jax.kinematics import robot as robot_lib
 from decoupled_jax.kinematics import trajectories
 from decoupled_jax.training import sharding
@@ -160,11 +159,10 @@ class FKData:
     generated = data.get("source", "generated") == "generated"
     fk = data.get("fk", {})
     if generated and fk.get("target", "absolute") == "delta":
-      speed = ", speed {:g}-{:g}".format(*fk["speed_range"]) if "speed_range" in fk else ""
       return describe_stage1(
           f"generated {robot} FK as delta actions (per-step motion / "
-          f"{1000 * fk.get('delta_pos_scale', 0.011):g} mm, "
-          f"{1000 * fk.get('delta_rot_scale', 0.064):g} mrad{speed})", config, summary,
+          f"{1000 * fk['delta_pos_scale']:g} mm, {1000 * fk['delta_rot_scale']:g} mrad, "
+          "speed {:g}-{:g})".format(*fk["speed_range"]), config, summary,
           "held-out delta error {err:.1f} mm/step (mean-action baseline {baseline:.1f})")
     return describe_stage1(f"generated {robot} FK" if generated else "demonstration pairs",
                            config, summary,
@@ -192,11 +190,7 @@ def load(config) -> Stage1Data:
       reference = tuple(np.asarray(a) for a in out[1:])
     return reference
 
-  delta = fk_cfg.target == "delta"
-  if delta and (info.action_space != "ee_pose" or config.data.source != "generated"):
-    raise ConfigError(f"config.data.fk.target='delta' needs generated data of an ee_pose "
-                      f"robot (data.source={config.data.source!r}, robot.action_space="
-                      f"{info.action_space!r})")
+  delta = fk_cfg.target == "delta"   # (generated data of a pose robot: config_lib checks)
   if delta:   # the delta action's own range, whatever the via-point box
     boxes = np.broadcast_to(np.asarray(DELTA_BOX, np.float32), (info.num_sites, 2, 3))
   elif auto_box:

@@ -358,17 +358,19 @@ def sample_fk_windows(rng, params, cfg: FKWindowConfig, info: robot_lib.RobotInf
   gen = dataclasses.replace(cfg, horizon=cfg.horizon + 1) if ahead else cfg
   qpos, grippers = _sample_joint_windows(rng, gen, info, batch_size, params)
   pos, mat = fk_sites(params, qpos, cfg, info)
-  if delta:
-    target = delta_vector(pos, mat, grippers, cfg)
+  moves = delta_vector(pos, mat, grippers, cfg) if delta else None   # needs all H+1 frames
   if ahead:   # the step to the next frame; everything else of the first H frames
     h = cfg.horizon
     q_step = qpos[:, 1:] - qpos[:, :-1]
     qpos, grippers = qpos[:, :h], [g[:, :h] for g in grippers]
     pos, mat = [p[:, :h] for p in pos], [m[:, :h] for m in mat]
   poses = pose_vector(pos, mat, grippers, info)
-  if not delta:
-    target = poses if info.action_space == "ee_pose" else joint_vector(qpos, grippers).astype(
-        jnp.float32)
+  if delta:
+    target = moves
+  elif info.action_space == "ee_pose":
+    target = poses
+  else:
+    target = joint_vector(qpos, grippers).astype(jnp.float32)
   if cfg.signal == "jp":
     cond = joint_vector(qpos, grippers)
   elif cfg.signal == "eepose":
