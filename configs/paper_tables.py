@@ -48,6 +48,8 @@ Tables (`table=`):
                                  over libero_spatial's and libero_object's demos; (chain
                                  libero_spatial_s1_32k) decoupled on a 32k stage 1 on the
                                  demos (held-out error every 4k); (chain
+                                 libero_spatial_50demos) normal and decoupled on 50 demos
+                                 per task instead of 20; (chain
                                  libero_spatial_fk_delta) decoupled on a 16k stage 1 on
                                  generated Panda FK as delta actions (no demonstrations),
                                  conditioned on joints (..._fk_delta) or on joints and joint
@@ -202,6 +204,12 @@ def get_config(arg=None):
       if not a.debug:
         long.stage1.train.update(num_steps=2 * STAGE1_STEPS, checkpoint_every=4000,
                                  eval_every=4000)
+      # LIBERO's own demonstration count (it ships 50 per task) in both stages and both arms:
+      # is the gap the 20-demo stage 1's narrowness? (Stage 2 keeps its 6000 steps.)
+      d50 = t.chains.libero_spatial_50demos = config_lib.ConfigDict(c.to_dict())
+      d50.modes = ("normal", "decoupled")
+      if not a.debug:
+        d50.demos.num_demos = 50
       # No demonstrations in stage 1: generated Panda FK in LIBERO's action form (per-step
       # motion as delta actions at the scale measured on the demos; slower segments, so the
       # per-step motion matches the demos' actions), the same length as the decoupled arm's.
