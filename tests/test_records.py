@@ -165,6 +165,26 @@ def test_each_benchmark_names_the_demos_folder_its_chains_share():
   assert folder("configs/aloha.py", "obs=image") == "demos_images"
 
 
+def test_chains_asking_for_different_demonstrations_get_different_folders():
+  """A table whose chains of one benchmark folder differ in their `demos` config (here
+  part=libero's 20- and 50-demo chains) gives each its own folder named by the differing value;
+  chains that ask for the same demonstrations share one, and a table whose chains all agree
+  keeps the benchmark's plain folder name."""
+  from decoupled_jax import config_lib
+  from decoupled_jax.pipelines import paper
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=gap,part=libero")
+  f = paper.demos_folders(t)
+  assert f["libero_spatial"] == f["libero_spatial_s1_both"] == "demos_num_demos=20"
+  assert f["libero_spatial_50demos"] == "demos_num_demos=50"
+  assert set(f) == set(t.chains)
+  t.chains.libero_spatial_s1_both.demos.num_workers = 7   # how they are made: not what they are
+  assert paper.demos_folders(t) == f
+  del t.chains["libero_spatial_50demos"]
+  assert set(paper.demos_folders(t).values()) == {"demos"}
+  t = config_lib.from_file(os.path.join(REPO, "configs/paper_tables.py"), "table=observations")
+  assert set(paper.demos_folders(t).values()) == {"demos_images"}
+
+
 def test_committed_aloha_records_match_the_config():
   """docs/results/raw/aloha/runs.jsonl: each record's fingerprint is the one configs/aloha.py
   gives that run today, so `paper.py --config=configs/aloha.py` on a fresh clone reuses every

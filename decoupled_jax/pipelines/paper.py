@@ -319,7 +319,7 @@ def plot_results(workdir: str, rows: list[dict], path: str) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
   """One chain (`config.stage1`, `config.stage2`, tasks x seeds x modes), or a table of
   chains (`config.chains`: name -> chain config, each run in `workdir/<name>` with the
-  demonstrations shared in `workdir/demos`)."""
+  demonstrations shared in `workdir/<demos_folders(config)[name]>`)."""
   import contextlib
   with WorkdirLock(workdir) if sharding.is_primary() else contextlib.nullcontext():
     if "chains" not in config:
@@ -327,12 +327,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return _table(config, workdir)
 
 
+def demos_folders(config) -> dict[str, str]:
+  """{chain: its demonstrations' folder under a table's workdir}. Chains share the benchmark's
+  folder (`chain_demos_folder`: images apart) when they ask for the same demonstrations; where
+  chains of one folder differ in their `demos` config (count, seed, ...), each folder name
+  carries the differing values, so a 20-demo chain never reads a 50-demo chain's files (the
+  generators skip a task whose file already holds enough demos, and readers take every demo)."""
+  chains = config.chains
+  base = {n: benchmarks.stage2(c.stage2).chain_demos_folder(c) for n, c in chains.items()}
+  asked = {n: {k: v for k, v in c.demos.to_dict().items() if k != "num_workers"}
+           for n, c in chains.items()}
+  out = {}
+  for n in chains:
+    group = [m for m in chains if base[m] == base[n]]
+    keys = sorted({k for m in group for k in asked[m]})
+    differ = [k for k in keys if len({repr(asked[m].get(k)) for m in group}) > 1]
+    out[n] = base[n] + "".join(f"_{k}={asked[n].get(k)}".replace(" ", "") for k in differ)
+  return out
+
+
 def _table(config, workdir: str) -> dict:
   rows, chains, parts = [], {}, []
   recs = records.RunRecords(config.record_dir) if config.get("record_dir", "") else None
+  folders = demos_folders(config)
   for name, chain in config.chains.items():
-    demos_dir = os.path.join(workdir,
-                             benchmarks.stage2(chain.stage2).chain_demos_folder(chain))
+    demos_dir = os.path.join(workdir, folders[name])
     res = _chain(chain, os.path.join(workdir, name), demos_dir=demos_dir, chain=name, recs=recs,
                  table=config.table)
     chains[name] = {"stage1": res["stage1"], "demos": res["demos"]}
